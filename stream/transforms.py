@@ -1,0 +1,115 @@
+"""Transforms: the official MiDaS small preprocessing and the output resize.
+
+Pure array-to-array functions. ``preprocess`` equals the reference "small" transform:
+RGB / 255 as float, a keep-aspect resize so both sides fit in 256 and are multiples of
+32 (bicubic, on the float picture), ImageNet mean/std, HWC -> NCHW.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+
+__all__ = [
+    "NET_SIDE",
+    "MULTIPLE_OF",
+    "MEAN_RGB",
+    "STD_RGB",
+    "network_size",
+    "normalize",
+    "preprocess",
+    "preprocess_array",
+    "resize_depth",
+    "to_rgb",
+]
+
+NET_SIDE = 256
+MULTIPLE_OF = 32
+MEAN_RGB = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD_RGB = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def _multiple_of(x: float, max_val: int) -> int:
+    # np.round rounds half to even, as the reference does (360x640 -> 128, not 160).
+    y = int(np.round(x / MULTIPLE_OF) * MULTIPLE_OF)
+    if y > max_val:
+        y = int(np.floor(x / MULTIPLE_OF) * MULTIPLE_OF)
+    # The reference allows 0 for very thin pictures; the network needs at least 32.
+    return max(y, MULTIPLE_OF)
+
+
+def network_size(height: int, width: int, side: int = NET_SIDE) -> tuple[int, int]:
+    """Network input size ``(h, w)`` for a picture of ``height x width``.
+
+    Both sides fit in ``side`` (256) and are multiples of 32, keeping the aspect ratio as
+    closely as that allows ("upper_bound" rule of the reference).
+
+    Example:
+        >>> network_size(480, 640)
+        (192, 256)
+    """
+    if height <= 0 or width <= 0:
+        raise ConfigError(f"picture size must be positive, got {height}x{width}")
+    scale = min(side / height, side / width)
+    return _multiple_of(scale * height, side), _multiple_of(scale * width, side)
+
+
+def to_rgb(image: np.ndarray, order: str = "bgr") -> np.ndarray:
+    """Return an RGB uint8 ``[H, W, 3]`` copy of a gray, BGR(A)/RGB(A) or 16-bit picture."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ConfigError(f"pictures must be uint8 or uint16, got {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ConfigError(f"expected an [H, W, 3] picture, got shape {image.shape}")
+    channels = image.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if order == "bgr":
+        code = cv2.COLOR_BGRA2RGB if channels == 4 else cv2.COLOR_BGR2RGB
+        return cv2.cvtColor(image, code)
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+def normalize(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Float32 ``[3, h, w]`` network input from an RGB uint8 picture, resized to ``size_hw``."""
+    h, w = size_hw
+    # Resize the float picture, not the uint8 one: uint8 rounding and clipping of the
+    # bicubic overshoot differ from the reference by up to 1e-2.
+    img = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
+    img = (img - MEAN_RGB) / STD_RGB
+    return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+def preprocess_array(rgb: np.ndarray) -> np.ndarray:
+    """Float32 ``[1, 3, h, w]`` numpy network input for an RGB uint8 ``[H, W, 3]`` picture."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ConfigError(f"expected an RGB uint8 [H, W, 3] picture, got {rgb.dtype} {rgb.shape}")
+    return normalize(rgb, network_size(*rgb.shape[:2]))[None]
+
+
+def preprocess(rgb: np.ndarray) -> torch.Tensor:
+    """Float32 ``[1, 3, h, w]`` tensor: the official small transform of an RGB uint8 picture."""
+    return torch.from_numpy(preprocess_array(rgb))
+
+
+def resize_depth(net: torch.Tensor | np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Resize network output ``[h, w]`` / ``[1, h, w]`` to ``size_hw``: float32, bicubic.
+
+    ``align_corners=False``, as the reference. Bicubic overshoot is kept (not clipped).
+    """
+    t = torch.as_tensor(net, dtype=torch.float32)
+    while t.ndim < 4:
+        t = t.unsqueeze(0)
+    if tuple(t.shape[-2:]) == tuple(size_hw):
+        return t[0, 0].numpy().copy()
+    with torch.inference_mode():
+        out = F.interpolate(t, size=tuple(size_hw), mode="bicubic", align_corners=False)
+    return out[0, 0].numpy()

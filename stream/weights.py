@@ -1,0 +1,226 @@
+"""Weights: the MiDaS v2.1 small checkpoint record, its download, cache and checks.
+
+Kept apart from the architecture (as timm keeps pretrained configs apart from models).
+``load_state_dict`` looks, in order, at an explicit path, ``$DEPTHSTREAM_WEIGHTS``, the
+torch hub cache, then downloads the official release file (atomic write, progress bar).
+Every file is read with ``torch.load(weights_only=True)`` and checked key by key and
+shape by shape; a bad file is an error, never a silent fallback to random weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import WeightsError
+
+__all__ = [
+    "Checkpoint",
+    "MIDAS_SMALL",
+    "ENV_WEIGHTS",
+    "ENV_WEIGHTS_URL",
+    "cache_path",
+    "check_state_dict",
+    "download",
+    "load_file",
+    "load_state_dict",
+    "resolve_path",
+    "state_dict_digest",
+]
+
+ENV_WEIGHTS = "DEPTHSTREAM_WEIGHTS"
+ENV_WEIGHTS_URL = "DEPTHSTREAM_WEIGHTS_URL"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a checkpoint is: where it comes from and how its network expects input."""
+
+    name: str
+    file_name: str
+    url: str
+    input_side: int
+    multiple_of: int
+    mean_rgb: tuple[float, float, float]
+    std_rgb: tuple[float, float, float]
+    resize: str
+    schema_file: str
+    size_bytes: int = field(default=0)
+
+    def schema(self) -> list[tuple[str, tuple[int, ...], str]]:
+        """``(key, shape, dtype)`` of every tensor in the checkpoint, in file order."""
+        raw = json.loads(Path(__file__).with_name(self.schema_file).read_text())
+        return [(k, tuple(s), d) for k, s, d in raw]
+
+
+MIDAS_SMALL = Checkpoint(
+    name="MiDaS v2.1 small",
+    file_name="midas_v21_small_256.pt",
+    url="https://github.com/isl-org/MiDaS/releases/download/v2_1/midas_v21_small_256.pt",
+    input_side=256,
+    multiple_of=32,
+    mean_rgb=(0.485, 0.456, 0.406),
+    std_rgb=(0.229, 0.224, 0.225),
+    resize="keep aspect, fit in 256, multiple of 32 (round half to even), bicubic",
+    schema_file="midas_v21_small_256.schema.json",
+    size_bytes=85_000_000,
+)
+
+_HOW_TO = (
+    "download {url} by hand and pass --weights PATH (or set {env}=PATH)"
+)
+
+
+def _how_to(ckpt: Checkpoint) -> str:
+    return _HOW_TO.format(url=ckpt.url, env=ENV_WEIGHTS)
+
+
+def cache_path(ckpt: Checkpoint = MIDAS_SMALL) -> Path:
+    """Where the downloaded checkpoint is cached: ``<torch hub dir>/checkpoints/<file>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / ckpt.file_name
+
+
+def check_state_dict(state: Any, ckpt: Checkpoint = MIDAS_SMALL, origin: str = "checkpoint") -> dict:
+    """Return ``state`` as a plain dict if it has exactly the checkpoint's keys and shapes.
+
+    Raises:
+        WeightsError: naming ``origin`` and the first few missing, unexpected or
+            wrongly shaped keys.
+    """
+    if isinstance(state, dict) and "model" in state and "optimizer" in state:
+        state = state["model"]  # a training checkpoint, as the reference loader accepts
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{origin} is not a state dict of tensors; {_how_to(ckpt)}")
+    schema = {k: s for k, s, _ in ckpt.schema()}
+    missing = [k for k in schema if k not in state]
+    unexpected = [k for k in state if k not in schema]
+    wrong = [f"{k} {tuple(state[k].shape)} != {schema[k]}" for k in schema
+             if k in state and tuple(state[k].shape) != schema[k]]
+    problems = []
+    for what, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if items:
+            shown = ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
+            problems.append(f"{len(items)} {what} ({shown})")
+    if problems:
+        raise WeightsError(
+            f"{origin} is not the {ckpt.name} checkpoint: {'; '.join(problems)}; {_how_to(ckpt)}"
+        )
+    return dict(state)
+
+
+def load_file(path: str | os.PathLike, ckpt: Checkpoint = MIDAS_SMALL) -> dict:
+    """Load and check one checkpoint file (safe ``torch.load(weights_only=True)``).
+
+    Raises:
+        WeightsError: the file is missing, unreadable, not a checkpoint, or not this one.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise WeightsError(f"weights file not found: {path}; {_how_to(ckpt)}")
+    if not path.is_file():
+        raise WeightsError(f"weights path is not a file: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"{path} is not a readable PyTorch checkpoint ({reason[:120]}); "
+            f"delete it and {_how_to(ckpt)}"
+        ) from exc
+    return check_state_dict(state, ckpt, origin=str(path))
+
+
+def download(url: str, dest: Path, ckpt: Checkpoint = MIDAS_SMALL, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` atomically: a temporary file renamed into place when whole.
+
+    The downloaded file is checked (:func:`load_file`) before it is renamed, so the cache
+    never holds a partial or wrong file.
+
+    Raises:
+        WeightsError: the download fails or the file is not the checkpoint.
+    """
+    from tqdm.auto import tqdm
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            request = urllib.request.Request(url, headers={"User-Agent": "depthstream"})
+            with urllib.request.urlopen(request, timeout=30) as response, os.fdopen(fd, "wb") as out:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                          desc=dest.name, disable=not progress, leave=False) as bar:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+                if total is not None and out.tell() != total:
+                    raise WeightsError(
+                        f"download of {url} stopped after {out.tell()} of {total} bytes; "
+                        f"try again or {_how_to(ckpt)}"
+                    )
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise WeightsError(
+                f"cannot download the {ckpt.name} weights from {url} ({reason}); "
+                f"{_how_to(ckpt)}"
+            ) from exc
+        load_file(tmp, ckpt)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def resolve_path(path: str | os.PathLike | None = None, ckpt: Checkpoint = MIDAS_SMALL,
+                 download_missing: bool = True, progress: bool = True) -> Path:
+    """The checkpoint file to use: ``path``, ``$DEPTHSTREAM_WEIGHTS``, the cache, a download."""
+    if path is not None:
+        return Path(path).expanduser()
+    if os.environ.get(ENV_WEIGHTS):
+        return Path(os.environ[ENV_WEIGHTS]).expanduser()
+    cached = cache_path(ckpt)
+    if cached.is_file() or not download_missing:
+        return cached
+    url = os.environ.get(ENV_WEIGHTS_URL) or ckpt.url
+    return download(url, cached, ckpt, progress=progress)
+
+
+def load_state_dict(path: str | os.PathLike | None = None, ckpt: Checkpoint = MIDAS_SMALL,
+                    progress: bool = True) -> dict:
+    """The checked state dict of the MiDaS small checkpoint (see module docstring for order).
+
+    Args:
+        path: an explicit checkpoint file; ``None`` to look further.
+        ckpt: which checkpoint (only :data:`MIDAS_SMALL` today).
+        progress: show a download progress bar.
+
+    Returns:
+        ``{key: tensor}`` with exactly the official keys and shapes.
+
+    Raises:
+        WeightsError: with a one-line message that says what to do.
+    """
+    return load_file(resolve_path(path, ckpt, progress=progress), ckpt)
+
+
+def state_dict_digest(state: dict) -> str:
+    """A short SHA-256 of a state dict's keys and bytes (for caches keyed by weights)."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(key.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
