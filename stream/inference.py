@@ -16,7 +16,7 @@ import numpy as np
 from .backends import Backend
 from .transforms import preprocess_array, resize_depth
 
-__all__ = ["DepthEstimator"]
+__all__ = ["DepthEstimator", "create_estimator"]
 
 T = TypeVar("T")
 
@@ -59,3 +59,23 @@ class DepthEstimator:
     def close(self) -> None:
         """Close the backend."""
         self.backend.close()
+
+
+def create_estimator(
+    weights: str | None = None,
+    backend: str = "auto",
+    device: str = "cpu",
+    live: bool = False,
+    progress: bool = True,
+) -> DepthEstimator:
+    """Load checked weights and build a :class:`DepthEstimator` on the chosen backend.
+
+    Raises:
+        WeightsError: no usable checkpoint (one-line message says what to do).
+        ConfigError: unknown or unavailable backend/device.
+    """
+    from .backends import create_backend
+    from .weights import load_state_dict
+
+    state = load_state_dict(weights, progress=progress)
+    return DepthEstimator(create_backend(backend, state, device=device, live=live))
