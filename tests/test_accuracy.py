@@ -103,7 +103,7 @@ def test_disparity_to_inverse_depth_marks_invalid_and_adds_offset():
 
 
 def test_motorcycle_ground_truth_scores_itself_perfectly():
-    """skimage's real disparity, inf holes and all, scores its own depth perfectly."""
+    """The real disparity from skimage, inf holes and all, scores its own depth perfectly."""
     skimage_data = pytest.importorskip("skimage.data")
     _, _, disparity_px = skimage_data.stereo_motorcycle()
     gt_inv = accuracy.disparity_to_inverse_depth(disparity_px)
