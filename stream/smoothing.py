@@ -1,0 +1,331 @@
+"""Smoothing: causal temporal stabilisation of per-frame relative depth.
+
+MiDaS predicts inverse depth up to a scale and shift that change from frame to frame,
+plus noise, so a raw stream flickers. :class:`TemporalSmoother` keeps a running estimate
+and, for each new prediction, (1) fits the prediction to the estimate with a robust
+scale-and-shift fit, (2) blends the aligned prediction into the estimate: a lot where
+neither the picture nor the aligned depth changed, little (down to nothing) where either
+did, so moving things leave no ghosts. A scene cut (most pixels change) starts afresh.
+
+All decisions are made on a low-resolution grid (about 80 pixels on the long side); only
+the final blend runs at full resolution, so a 640x480 frame costs about 2 ms on two cores.
+No look-ahead: it works live.
+
+Example:
+    >>> smoother = TemporalSmoother(strength=0.8)
+    >>> for depth, bgr in stream:  # doctest: +SKIP
+    ...     steady = smoother.update(depth, bgr)
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from .align import fit_scale_shift
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_STRENGTH", "TemporalSmoother"]
+
+#: Default ``strength``; chosen with ``benchmarks/temporal.py`` (see its sweep).
+DEFAULT_STRENGTH = 0.8
+
+# At strength 1 a static pixel keeps this share of the running estimate per frame
+# (time constant 1 / (1 - 0.95) = 20 frames); strength scales it linearly.
+_MAX_KEEP = 0.95
+# Long side of the working grid on which the fit and the change masks are computed.
+_WORK_SIDE = 80
+# The robust fit starts from the best of several plain fits (whole grid, each tile of a
+# 3x3 split, each pair of tiles), judged by how many pixels they explain within this
+# fraction of the display range; a mover covering a third of the picture cannot drag it.
+_TILES = 3
+_INLIER = 0.08
+_PAIRS = np.triu_indices(_TILES * _TILES, 1)
+# Reweighting passes (Cauchy weights) that refine the fit from that start.
+_FIT_PASSES = 2
+# A depth change counts from this many "typical changes" (median over cells) ...
+_CHANGE_K = 3.0
+# ... but never below 1% of the display range (noise-free input) nor above 10% (so when
+# much of the picture changes, a large change still counts).
+_CHANGE_FLOOR = 0.01
+_CHANGE_CAP = 0.1
+# The same for picture changes, in grey levels (camera noise, compression; pans).
+_IMAGE_FLOOR = 6.0
+_IMAGE_CAP = 15.0
+# Scene cut: more than this share of the picture changed ...
+_CUT_FRACTION = 0.5
+# ... in depth: the aligned prediction is off by more than this fraction of the range,
+_CUT_DEPTH = 0.1
+# ... or the fit keeps less than this share of the estimate's spread (unrelated scenes
+# fit best with a scale near zero);
+_CUT_SPREAD = 1.0 / 3.0
+# ... in the picture: by more than this many grey levels.
+_CUT_IMAGE = 20.0
+
+
+class TemporalSmoother:
+    """Causal, per-pixel temporal smoothing of relative (inverse) depth.
+
+    The output stays in one scale across frames: that of the first frame after a
+    :meth:`reset`, a scene cut or a change of size.
+
+    Args:
+        strength: 0 (off: the input comes back unchanged) to 1 (strongest). A static
+            pixel takes ``1 - 0.95 * strength`` of each new aligned prediction.
+
+    Raises:
+        ConfigError: if ``strength`` is not a number in ``[0, 1]``.
+    """
+
+    def __init__(self, strength: float = DEFAULT_STRENGTH) -> None:
+        try:
+            value = float(strength)
+        except (TypeError, ValueError):
+            raise ConfigError(f"smoothing strength must be a number, got {strength!r}") from None
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"smoothing strength must be in [0, 1], got {strength!r}")
+        self._strength = value
+        self._alpha_static = np.float32(1.0 - _MAX_KEEP * value)
+        self.reset()
+
+    @property
+    def strength(self) -> float:
+        """The strength given at construction, in ``[0, 1]``."""
+        return self._strength
+
+    @property
+    def static_weight(self) -> float:
+        """Share of each new aligned prediction that a static pixel takes: ``1 - 0.95 s``."""
+        return float(self._alpha_static)
+
+    @property
+    def scene_cut(self) -> bool:
+        """True when the last :meth:`update` started afresh.
+
+        That is the first frame after construction or :meth:`reset`, a change of size, or
+        a detected scene cut; the output is then the input itself, in its own scale, so a
+        caller that keeps a running display range should reset it too.
+        """
+        return self._scene_cut
+
+    def reset(self) -> None:
+        """Forget the running estimate: the next frame is treated as the first."""
+        self._estimate: np.ndarray | None = None  # full-resolution output of the last frame
+        self._small: np.ndarray | None = None  # the same on the working grid
+        self._gray: np.ndarray | None = None  # last picture, grey, on the working grid
+        self._small_wh = (1, 1)
+        self._block = 1
+        self._scene_cut = False
+
+    def update(self, depth: np.ndarray, frame: np.ndarray | None = None) -> np.ndarray:
+        """Smooth one prediction.
+
+        Args:
+            depth: float ``[H, W]`` relative inverse depth (larger = nearer). Pixels
+                that are not finite are filled (NaN with the median, infinities with
+                the finite extremes) so they cannot spread through the estimate.
+            frame: the BGR uint8 picture the prediction came from, any size with the same
+                aspect ratio (it is resized to the working grid), or ``None``. With it,
+                changes in the picture also stop the blending, which catches motion in
+                regions of flat depth.
+
+        Returns:
+            float32 ``[H, W]``, a new array, in the scale of the running estimate. With
+            ``strength == 0`` the input itself (as float32) comes back.
+
+        Raises:
+            ConfigError: if ``depth`` is not 2-d or ``frame`` is not an image.
+        """
+        depth = np.asarray(depth)
+        if depth.ndim != 2 or depth.size == 0:
+            raise ConfigError(f"depth must be a non-empty [H, W] array, got shape {depth.shape}")
+        if frame is not None and (np.ndim(frame) not in (2, 3) or np.size(frame) == 0):
+            raise ConfigError(f"frame must be an image, got shape {np.shape(frame)}")
+        if self._strength == 0.0:
+            self._scene_cut = False
+            return depth.astype(np.float32, copy=False)
+        depth = depth.astype(np.float32, copy=False)
+        if not np.isfinite(depth).all():
+            depth = _finite(depth)
+        gray = None if frame is None else self._small_gray(frame, depth.shape)
+
+        est = self._estimate
+        if est is None or est.shape != depth.shape:
+            return self._restart(depth, gray)
+        small_new = cv2.resize(depth, self._small_wh, interpolation=cv2.INTER_AREA)
+        small_est = self._small
+
+        # Picture change on the working grid; a global brightness shift (auto exposure)
+        # is not motion, so take the median difference out first.
+        image_change = None
+        if gray is not None and self._gray is not None:
+            diff = gray - self._gray
+            diff = np.abs(diff - _median(diff))
+            if np.mean(diff > _CUT_IMAGE) > _CUT_FRACTION:
+                return self._restart(depth, gray)
+            t0 = min(max(_CHANGE_K * _median(diff), _IMAGE_FLOOR), _IMAGE_CAP)
+            image_change = np.clip(diff / t0 - 1.0, 0.0, 1.0)
+
+        lo, hi = np.percentile(small_est, (2.0, 98.0))
+        span = float(hi - lo)
+        if not span > 0.0:
+            span = 1e-6 * max(1.0, abs(float(hi)))
+
+        scale, shift = _robust_fit(small_new, small_est, image_change, span)
+        if not (math.isfinite(scale) and math.isfinite(shift) and scale > 0.0):
+            return self._restart(depth, gray)
+        resid_small = scale * small_new + shift - small_est
+        new_lo, new_hi = np.percentile(small_new, (2.0, 98.0))
+        if (
+            np.mean(np.abs(resid_small) > _CUT_DEPTH * span) > _CUT_FRACTION
+            or scale * float(new_hi - new_lo) < _CUT_SPREAD * span
+        ):
+            return self._restart(depth, gray)
+
+        # Full resolution: the aligned prediction's difference from the estimate.
+        delta = cv2.addWeighted(depth, scale, est, -1.0, shift)
+        # Depth change on the grid: the largest |delta| in each cell, so a one-pixel sliver
+        # of change (a slow mover's trailing edge) still marks its cell. The window is
+        # anchored at its top-left corner, which is where each cell starts.
+        pooled = cv2.dilate(np.abs(delta), self._kernel, anchor=(0, 0))
+        pooled = pooled[self._cell_rows, self._cell_cols]
+        t0 = min(max(_CHANGE_K * _median(pooled), _CHANGE_FLOOR * span), _CHANGE_CAP * span)
+        change = np.clip(pooled / np.float32(t0) - 1.0, 0.0, 1.0)
+        if image_change is not None:
+            np.maximum(change, image_change, out=change)
+        # One cell of margin, so the bilinear upsampling below still gives full weight
+        # to every pixel of a changed cell.
+        change = cv2.dilate(change, np.ones((3, 3), np.uint8))
+        alpha_small = self._alpha_static + (1.0 - self._alpha_static) * change
+        alpha = cv2.resize(alpha_small, depth.shape[::-1], interpolation=cv2.INTER_LINEAR)
+
+        delta *= alpha
+        delta += est
+        self._estimate = delta
+        # Keep the grid estimate by the same blend on the grid: one full-size resize less.
+        self._small = small_est + alpha_small * (resid_small.astype(np.float32))
+        self._gray = gray
+        self._scene_cut = False
+        return delta.copy()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _restart(self, depth: np.ndarray, gray: np.ndarray | None) -> np.ndarray:
+        """Start a fresh estimate from ``depth`` (first frame, size change, scene cut)."""
+        h, w = depth.shape
+        self._block = max(1, math.ceil(max(h, w) / _WORK_SIDE))
+        self._small_wh = (max(1, round(w / self._block)), max(1, round(h / self._block)))
+        self._kernel = np.ones((self._block, self._block), np.uint8)
+        # First full-resolution row and column of each grid cell.
+        self._cell_rows = (np.arange(self._small_wh[1]) * h // self._small_wh[1])[:, None]
+        self._cell_cols = (np.arange(self._small_wh[0]) * w // self._small_wh[0])[None, :]
+        self._estimate = depth.copy()
+        self._small = cv2.resize(self._estimate, self._small_wh, interpolation=cv2.INTER_AREA)
+        if gray is not None and gray.shape != self._small.shape:
+            gray = None
+        self._gray = gray
+        self._scene_cut = True
+        return depth.copy()
+
+    def _small_gray(self, frame: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+        """The picture in grey on the working grid of a depth map of ``shape_hw``."""
+        h, w = shape_hw
+        block = max(1, math.ceil(max(h, w) / _WORK_SIDE))
+        size_wh = (max(1, round(w / block)), max(1, round(h / block)))
+        image = np.asarray(frame)
+        if image.dtype != np.uint8:
+            image = np.clip(image, 0, 255).astype(np.uint8)
+        # Shrink first (area average also removes sensor noise), then convert: cheaper.
+        step = max(1, min(image.shape[0] // size_wh[1], image.shape[1] // size_wh[0]) // 2)
+        if step > 1:
+            image = image[::step, ::step]
+        small = cv2.resize(image, size_wh, interpolation=cv2.INTER_AREA)
+        if small.ndim == 3:
+            small = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        return small.astype(np.float32)
+
+
+def _robust_fit(
+    new: np.ndarray, est: np.ndarray, image_change: np.ndarray | None, span: float
+) -> tuple[float, float]:
+    """``(s, b)`` with ``s * new + b ~= est`` on the working grid, robust to movers.
+
+    Starts from the candidate plain fit that explains the most pixels, then refines it
+    by iteratively reweighted least squares (:func:`stream.align.fit_scale_shift`).
+    Pixels whose picture changed count less throughout.
+    """
+    base = None if image_change is None else 1.0 - 0.99 * image_change
+    scale, shift = _best_candidate(new, est, base, _INLIER * span)
+    for _ in range(_FIT_PASSES):
+        resid = scale * new + shift - est
+        # The median residual is the noise level while most pixels are static; the cap
+        # keeps the weights sharp when they are not.
+        sigma = min(max(1.4826 * _median(np.abs(resid)), 1e-3 * span), 0.5 * _INLIER * span)
+        weights = 1.0 / (1.0 + (resid / (2.5 * sigma)) ** 2)
+        if base is not None:
+            weights *= base
+        scale, shift = fit_scale_shift(new, est, weights=weights)
+    return scale, shift
+
+
+def _best_candidate(
+    new: np.ndarray, est: np.ndarray, base: np.ndarray | None, tol: float
+) -> tuple[float, float]:
+    """The plain least-squares fit, over the whole grid or some tiles, that explains most."""
+    h, w = new.shape
+    th, tw = h // _TILES, w // _TILES
+    if th == 0 or tw == 0:
+        return fit_scale_shift(new, est, weights=base)
+    # Centred, so the normal equations below do not cancel catastrophically.
+    p0, t0 = float(new.mean()), float(est.mean())
+    p = new.astype(np.float64) - p0
+    t = est.astype(np.float64) - t0
+    wt = np.ones_like(p) if base is None else base.astype(np.float64)
+    # Weighted sums per tile, then per pair of tiles and overall: the normal equations of
+    # every candidate at once.
+    terms = np.stack([wt, wt * p, wt * t, wt * p * p, wt * p * t])
+    tiles = terms[:, : th * _TILES, : tw * _TILES].reshape(5, _TILES, th, _TILES, tw)
+    tiles = tiles.sum(axis=2).sum(axis=3).reshape(5, -1)
+    sums = np.concatenate(
+        [terms.sum(axis=(1, 2))[:, None], tiles, tiles[:, _PAIRS[0]] + tiles[:, _PAIRS[1]]],
+        axis=1,
+    )
+    sw, sp, st, spp, spt = sums
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scales = (sw * spt - sp * st) / (sw * spp - sp * sp)
+        shifts = (st - scales * sp) / sw
+    ok = np.isfinite(scales) & np.isfinite(shifts) & (scales > 0)
+    if not ok.any():
+        return fit_scale_shift(new, est, weights=base)
+    scales, shifts = scales[ok].astype(np.float32), shifts[ok].astype(np.float32)
+    # Score on every other pixel: plenty to rank a few dozen candidates.
+    ps = p[::2, ::2].ravel().astype(np.float32)
+    ts = t[::2, ::2].ravel().astype(np.float32)
+    ws = wt[::2, ::2].ravel().astype(np.float32)
+    resid = np.outer(scales, ps)
+    resid += shifts[:, None]
+    resid -= ts
+    np.abs(resid, out=resid)
+    np.less_equal(resid, np.float32(tol), out=resid)  # 1.0 inside, 0.0 outside
+    best = int(np.argmax(resid @ ws))
+    scale = float(scales[best])
+    return scale, float(shifts[best]) + t0 - scale * p0
+
+
+def _median(values: np.ndarray) -> float:
+    """Median (upper middle for an even count): ``np.partition`` is 5x faster than ``median``."""
+    flat = values.ravel()
+    mid = flat.size // 2
+    return float(np.partition(flat, mid)[mid])
+
+
+def _finite(depth: np.ndarray) -> np.ndarray:
+    """A copy of ``depth`` with NaN set to the finite median and infinities to the extremes."""
+    finite = depth[np.isfinite(depth)]
+    if finite.size == 0:
+        return np.zeros_like(depth)
+    return np.nan_to_num(
+        depth, nan=float(np.median(finite)), posinf=float(finite.max()), neginf=float(finite.min())
+    )
