@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from enum import IntEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stream.pipeline import Pipeline, RunStats, StreamSettings
+    from stream.sinks import Sink
 
 __all__ = ["ExitStatus", "build_parser", "main"]
 
@@ -60,7 +67,164 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     _colour_options(p)
     p.set_defaults(func=_cmd_image)
+
+    p = sub.add_parser("convert", help="a depth video from a video file",
+                       description="Convert every frame of a video, in order, keeping its frame "
+                                   "rate, timestamps and audio.")
+    p.add_argument("input", metavar="INPUT", help="a video file")
+    p.add_argument("-o", "--out", "--output", dest="out", metavar="OUTPUT",
+                   help="the depth video: .mp4 or .mkv (H.264), .webm (VP9 + Opus)")
+    _stream_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _model_options(p)
+    _colour_options(p)
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("live", help="live depth from a camera, a stream URL or a file",
+                       description="Live depth in a window (q or Esc quits) and/or to a file. "
+                                   "Frames the network cannot keep up with are dropped, so "
+                                   "the latency stays low.")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--camera", type=int, metavar="N", help="camera index (default: 0)")
+    src.add_argument("--url", metavar="URL", help="stream URL (rtsp://..., http://... MJPEG)")
+    src.add_argument("--file", metavar="F", help="a video file, played as a live source")
+    p.add_argument("--realtime", action="store_true",
+                   help="with --file: release frames at the file's own pace, as a camera would")
+    p.add_argument("-o", "--out", metavar="FILE", help="also record to .mp4, .mkv or .webm")
+    p.add_argument("--no-window", action="store_true", help="do not open a window")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    _stream_options(p)
+    _model_options(p)
+    _colour_options(p)
+    p.set_defaults(func=_cmd_live)
     return parser
+
+
+def _stream_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--layout", choices=("depth", "side", "overlay"), default="depth",
+                   help="depth only, picture and depth side by side, or depth over the picture")
+    g.add_argument("--alpha", type=float, default=0.5,
+                   help="depth weight in the overlay layout, 0..1 (default: 0.5)")
+    g.add_argument("--raw", metavar="DIR",
+                   help="also write per frame a 16-bit depth PNG and DIR/timestamps.csv")
+    g.add_argument("--raw-format", choices=("png", "npy"), default="png",
+                   help="npy: float32 .npy files next to the PNGs (default: png)")
+    g.add_argument("--no-smooth", action="store_true", help="no temporal smoothing")
+    g.add_argument("--stats", metavar="FILE.json",
+                   help="write frame counts, per-stage ms and latency p50/p95 as JSON")
+    g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def _stream_settings(args: argparse.Namespace) -> StreamSettings:
+    from stream.pipeline import StreamSettings
+
+    return StreamSettings(
+        layout=args.layout, alpha=args.alpha, cmap=args.cmap, invert=args.invert,
+        smooth=0.0 if args.no_smooth else StreamSettings.smooth, raw_dir=args.raw,
+        raw_format=args.raw_format, overwrite=args.overwrite, backend=args.backend,
+        device=args.device, weights=args.weights, duration_s=getattr(args, "duration", None),
+    )
+
+
+class _ProgressBar:
+    """``progress(done, total)`` for the pipeline, drawn with tqdm (frames, fps, ETA)."""
+
+    def __init__(self, desc: str, enabled: bool = True) -> None:
+        self.desc, self.enabled = desc, enabled
+        self._bar: Any = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=self.desc, unit="frame", dynamic_ncols=True)
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _run_and_report(pipeline: Pipeline, stats_path: Path | None,
+                    bar: _ProgressBar | None = None) -> RunStats:
+    """Run to the end (Ctrl+C: stop, finish files, re-raise); write --stats; print warnings."""
+    from stream.pipeline import run
+
+    try:
+        stats = run(pipeline)
+    finally:
+        if bar is not None:
+            bar.close()
+        if stats_path is not None and pipeline.stats().elapsed_s > 0:
+            stats_path.write_text(json.dumps(pipeline.stats().to_dict(), indent=2) + "\n")
+    for warning in stats.warnings:
+        print(f"depthstream: warning: {warning}", file=sys.stderr)
+    return stats
+
+
+def _check_stats_path(args: argparse.Namespace) -> Path | None:
+    from stream.sinks import check_output_path
+
+    return None if args.stats is None else check_output_path(args.stats, args.overwrite)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from stream.pipeline import build_convert
+
+    settings = _stream_settings(args)
+    stats_path = _check_stats_path(args)
+    bar = _ProgressBar(Path(args.input).name, enabled=not args.no_progress)
+    pipeline = build_convert(args.input, args.out, settings, progress=bar)
+    stats = _run_and_report(pipeline, stats_path, bar)
+    print(f"{args.input} -> {args.out or args.raw}: {stats.frames_written} frames, "
+          f"{stats.fps:.1f} fps")
+    return ExitStatus.OK
+
+
+def _cmd_live(args: argparse.Namespace) -> int:
+    from stream.errors import ConfigError
+    from stream.inference import create_estimator
+    from stream.pipeline import Pipeline
+    from stream.sinks import RawDepthSink, VideoFileSink, WindowSink
+    from stream.sources import FileSource, LiveSource
+
+    if args.realtime and args.file is None:
+        raise ConfigError("--realtime goes with --file")
+    settings = _stream_settings(args)
+    stats_path = _check_stats_path(args)
+    # Cheap checks first (source, outputs), the weights last: a wrong camera index or
+    # output path is reported before the model loads.
+    if args.file is not None:
+        source = FileSource(args.file, realtime=args.realtime, live=True)
+    elif args.url is not None:
+        source = LiveSource.from_url(args.url)
+    else:
+        source = LiveSource.from_camera(0 if args.camera is None else args.camera)
+    try:
+        renderer = settings.renderer()
+        sinks: list[Sink] = []
+        if not args.no_window:
+            sinks.append(WindowSink(renderer))
+        if args.out is not None:
+            sinks.append(VideoFileSink(args.out, renderer, overwrite=args.overwrite,
+                                       audio_from=args.file if args.realtime else None))
+        if settings.raw_dir is not None:
+            sinks.append(RawDepthSink(settings.raw_dir, settings.raw_format, args.overwrite))
+        estimator = create_estimator(args.weights, args.backend, args.device, live=True)
+    except BaseException:
+        source.close()
+        raise
+    pipeline = Pipeline(source, estimator, sinks, settings, close_estimator=True)
+    stats = _run_and_report(pipeline, stats_path)
+    p50 = f"{stats.latency_ms_p50:.0f}" if stats.latency_ms_p50 is not None else "-"
+    p95 = f"{stats.latency_ms_p95:.0f}" if stats.latency_ms_p95 is not None else "-"
+    print(f"live: {stats.frames_read} frames read, {stats.frames_written} shown/written, "
+          f"{stats.frames_dropped} dropped, {stats.fps:.1f} fps, latency p50 {p50} ms, "
+          f"p95 {p95} ms")
+    return ExitStatus.OK
 
 
 def _cmd_image(args: argparse.Namespace) -> int:

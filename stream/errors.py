@@ -6,7 +6,14 @@ the built-in type (``OSError``, ``ValueError``) or by ``StreamError``.
 
 from __future__ import annotations
 
-__all__ = ["StreamError", "SourceError", "SinkError", "WeightsError", "ConfigError"]
+__all__ = [
+    "StreamError",
+    "SourceError",
+    "SinkError",
+    "WeightsError",
+    "ConfigError",
+    "PipelineError",
+]
 
 
 class StreamError(Exception):
@@ -27,3 +34,7 @@ class WeightsError(StreamError):
 
 class ConfigError(StreamError, ValueError):
     """A setting is out of range or settings contradict each other."""
+
+
+class PipelineError(StreamError):
+    """A pipeline thread failed while running (not a user mistake: exit code 1)."""

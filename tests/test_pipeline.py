@@ -1,0 +1,278 @@
+"""Pipeline: queues, order and drops, failures and stops, pluggable stages, bounded memory.
+
+These tests are about the threads, not the network: most use ``cheap_estimator`` (a
+documented test double, see helpers_video) so that thousands of frames run in seconds.
+The real network's frame-by-frame equality is tested through the CLI
+(tests/test_cli_stream.py).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from helpers_video import cheap_estimator, make_clip, pattern, read_video
+
+from stream.errors import ConfigError, PipelineError, SourceError
+from stream.pipeline import (
+    END,
+    DropPolicy,
+    FrameQueue,
+    Layout,
+    Pipeline,
+    QueueSink,
+    RunStats,
+    StreamSettings,
+    convert,
+    make_smoother,
+)
+from stream.records import Frame, VideoInfo
+from stream.sinks import CallbackSink, Sink, VideoFileSink
+from stream.sources import FileSource, Source
+
+
+class ListSource(Source):
+    """Frames from a list, as fast as asked (or ``delay_s`` apart); optionally fails."""
+
+    def __init__(self, count: int, live: bool = False, delay_s: float = 0.0,
+                 fail_at: int | None = None) -> None:
+        super().__init__()
+        self.count, self.delay_s, self.fail_at = count, delay_s, fail_at
+        self.info = VideoInfo(width=32, height=24, rate=Fraction(30), live=live,
+                              time_base=Fraction(1, 30))
+        self.closed_on: str | None = None
+
+    def frames(self, stop: threading.Event | None = None) -> Iterator[Frame]:
+        try:
+            for i in range(self.count):
+                if stop is not None and stop.is_set():
+                    return
+                if i == self.fail_at:
+                    raise SourceError(f"source broke at frame {i} (as asked)")
+                if self.delay_s:
+                    time.sleep(self.delay_s)
+                yield Frame(i, i / 30, pattern(i, (32, 24)), pts=i)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.closed_on = self.closed_on or threading.current_thread().name
+
+
+def _threads_joined(p: Pipeline) -> bool:
+    return all(not t.is_alive() for t in p._threads)
+
+
+# --------------------------------------------------------------------------- queues
+
+
+def test_frame_queue_block_policy_applies_backpressure_and_ends_after_items():
+    q: FrameQueue[int] = FrameQueue(DropPolicy.BLOCK, maxsize=2)
+    assert q.put(1) and q.put(2)
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    assert q.put(3, stop) is False  # full: waited, then gave up when stopped
+    q.end()
+    assert [q.get(1), q.get(1), q.get(1)] == [1, 2, END]
+    assert q.dropped == 0
+
+
+def test_frame_queue_latest_policy_keeps_newest_and_counts_drops():
+    q: FrameQueue[int] = FrameQueue(DropPolicy.LATEST)
+    for i in range(5):
+        q.put(i)
+    q.end()  # the end does not push out the waiting item
+    assert (q.get(1), q.get(1), q.dropped) == (4, END, 4)
+
+
+def test_frame_queue_get_times_out_and_drain_frees_producer():
+    q: FrameQueue[int] = FrameQueue(DropPolicy.BLOCK, maxsize=1)
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.05)
+    q.put(1)
+    done = threading.Event()
+    threading.Thread(target=lambda: (q.put(2), done.set()), daemon=True).start()
+    assert not done.wait(0.2)
+    assert q.drain() == 1
+    assert done.wait(2)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def test_file_run_keeps_every_frame_in_order_with_tiny_queues():
+    got: list[int] = []
+    settings = StreamSettings(queue_size=1, smooth=0)
+    p = Pipeline(ListSource(200), cheap_estimator(), [CallbackSink(lambda f: got.append(f.index))],
+                 settings)
+    stats = p.start().join(timeout=60)
+    assert got == list(range(200))
+    assert (stats.frames_read, stats.frames_inferred, stats.frames_written) == (200, 200, 200)
+    assert stats.frames_dropped == 0 and not stats.interrupted
+    assert stats.latency_ms_p50 is not None and stats.latency_ms_p95 >= stats.latency_ms_p50
+    assert _threads_joined(p)
+
+
+def test_live_run_drops_and_counts_but_never_reorders():
+    got: list[int] = []
+    src = ListSource(60, live=True, delay_s=0.005)
+    p = Pipeline(src, cheap_estimator(delay_s=0.03), [CallbackSink(lambda f: got.append(f.index))],
+                 StreamSettings(smooth=0))
+    stats = p.start().join(timeout=60)
+    assert stats.frames_read == 60
+    assert stats.frames_dropped > 0
+    assert stats.frames_written + stats.frames_dropped == 60  # every frame accounted for
+    assert got == sorted(got) and got[-1] == 59  # the newest frame is never lost at the end
+
+
+def test_inference_failure_stops_all_threads_and_keeps_a_playable_partial_file(tmp_path):
+    clip = make_clip(tmp_path / "in.mp4", 60, audio=False)
+    sink = VideoFileSink(tmp_path / "out.mp4")
+    p = Pipeline(FileSource(clip), cheap_estimator(fail_at=10), [sink], StreamSettings())
+    p.start()
+    with pytest.raises(PipelineError, match="inference thread failed: RuntimeError: cheap"):
+        p.join(timeout=30)
+    assert _threads_joined(p)
+    written = read_video(tmp_path / "out.mp4")["pts"]
+    assert 0 < len(written) <= 10
+
+
+def test_source_error_in_thread_keeps_its_type_and_closes_on_capture_thread():
+    src = ListSource(50, fail_at=5)
+    p = Pipeline(src, cheap_estimator(), [], StreamSettings())
+    with pytest.raises(SourceError, match="broke at frame 5"):
+        p.start().join(timeout=30)
+    assert _threads_joined(p)
+    assert src.closed_on == "depthstream-capture"
+
+
+def test_stop_joins_every_thread_and_marks_interrupted():
+    slow = ListSource(10_000)
+    p = Pipeline(slow, cheap_estimator(delay_s=0.01), [], StreamSettings())
+    p.start()
+    time.sleep(0.3)
+    p.stop()
+    stats = p.join(timeout=10)
+    assert _threads_joined(p)
+    assert stats.interrupted and 0 < stats.frames_written < 10_000
+
+
+def test_sink_done_stops_cleanly():
+    class QuitAfterThree(Sink):
+        def __init__(self):
+            self.count = 0
+
+        def write(self, frame):
+            self.count += 1
+            self.done = self.count == 3
+
+    sink = QuitAfterThree()
+    stats = Pipeline(ListSource(1000), cheap_estimator(), [sink]).start().join(timeout=30)
+    assert sink.count == 3 and stats.interrupted  # no error raised
+
+
+def test_context_manager_stops_and_joins():
+    p = Pipeline(ListSource(10_000), cheap_estimator(delay_s=0.01), [])
+    with p.start():
+        time.sleep(0.1)
+    assert _threads_joined(p)
+
+
+def test_queue_sink_iterates_in_order_and_ends():
+    out = QueueSink(maxsize=2)
+    with Pipeline(ListSource(40), cheap_estimator(), [out]).start() as p:
+        indices = [f.index for f in out]
+        stats = p.join(timeout=30)
+    assert indices == list(range(40)) and stats.frames_written == 40
+
+
+def test_smoothing_stage_and_colour_range_are_pluggable():
+    class AddBlue:
+        """Adds the picture's mean blue level; reports a scene cut on the third frame."""
+
+        def __init__(self):
+            self.resets, self.calls, self.scene_cut = 0, 0, False
+
+        def update(self, depth, image_bgr):
+            self.calls += 1
+            self.scene_cut = self.calls == 3
+            return depth + np.float32(image_bgr[:, :, 0].mean())
+
+        def reset(self):
+            self.resets += 1
+
+    class Fixed:
+        def __init__(self):
+            self.resets = 0
+
+        def update(self, depth):
+            return -1.0, 99.0
+
+        def reset(self):
+            self.resets += 1
+
+    got, smoother, colour_range = [], AddBlue(), Fixed()
+    Pipeline(ListSource(4), cheap_estimator(), [CallbackSink(got.append)],
+             smoother=smoother, colour_range=colour_range).start().join(timeout=30)
+    plain = []
+    Pipeline(ListSource(4), cheap_estimator(), [CallbackSink(plain.append)],
+             StreamSettings(smooth=0)).start().join(timeout=30)
+    assert smoother.calls == 4 and smoother.resets == 1  # reset once, at the start
+    assert colour_range.resets == 2  # at the start and after the scene cut
+    for f, g in zip(got, plain):
+        assert np.allclose(f.depth, g.depth + g.image[:, :, 0].mean())
+        assert (f.lo, f.hi, f.smoothed) == (-1.0, 99.0, True)
+        assert g.smoothed is False and (g.lo, g.hi) == (float(g.depth.min()), float(g.depth.max()))
+
+
+def test_settings_validation_and_smoother_switch():
+    assert make_smoother(StreamSettings(smooth=0)) is None
+    assert make_smoother(StreamSettings()) is not None
+    assert StreamSettings(layout="side", raw_format="npy").layout is Layout.SIDE
+    for bad in ({"smooth": -1}, {"layout": "grid"}, {"alpha": 2}, {"duration_s": 0},
+                {"queue_size": 0}):
+        with pytest.raises(ConfigError):
+            StreamSettings(**bad)
+    assert set(RunStats().to_dict()) >= {"frames_read", "frames_dropped", "latency_ms_p95"}
+
+
+def test_convert_progress_and_stop_event(tmp_path):
+    clip = make_clip(tmp_path / "in.mp4", 30, audio=False)
+    calls = []
+    stats = convert(clip, tmp_path / "out.mp4", StreamSettings(), estimator=cheap_estimator(),
+                    progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 30) for i in range(1, 31)] and stats.frames_written == 30
+    stop = threading.Event()
+    stop.set()  # cancelled before it starts (a server's cancel button): no output at all
+    stats = convert(clip, tmp_path / "none.mp4", StreamSettings(), estimator=cheap_estimator(),
+                    stop_event=stop)
+    assert stats.frames_written == 0 and not (tmp_path / "none.mp4").exists()
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    pytest.skip("no /proc/self/status")
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_length(tmp_path):
+    clip = make_clip(tmp_path / "long.mp4", 3000, (64, 48), audio=True)
+    rss: dict[int, float] = {}
+
+    def progress(done: int, total: int | None) -> None:
+        if done in (300, 3000):
+            rss[done] = _rss_mb()
+
+    stats = convert(clip, tmp_path / "out.mp4", StreamSettings(raw_dir=tmp_path / "raw"),
+                    estimator=cheap_estimator(), progress=progress)
+    assert stats.frames_written == 3000
+    print(f"RSS after 300 frames {rss[300]:.1f} MB, after 3000 {rss[3000]:.1f} MB")
+    assert rss[3000] - rss[300] < 50
