@@ -97,10 +97,33 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     _colour_options(p)
     p.set_defaults(func=_cmd_live)
+
+    p = sub.add_parser("serve", help="web UI: upload pictures and videos, watch live depth",
+                       description="Serve the web page and its HTTP API. There is no "
+                                   "authentication: it listens on 127.0.0.1 unless --host says "
+                                   "otherwise.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only; "
+                        "0.0.0.0 opens it to the whole network, with no authentication)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0 = any free)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="uploads and results (default: ~/.cache/depthstream/server)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--camera", type=int, metavar="N", help="camera index for the /live page")
+    src.add_argument("--url", metavar="URL",
+                     help="stream URL for the /live page (rtsp://..., http://... MJPEG)")
+    p.add_argument("--max-image-mb", type=float, default=20, metavar="MB",
+                   help="largest picture upload (default: 20)")
+    p.add_argument("--max-video-mb", type=float, default=500, metavar="MB",
+                   help="largest video upload (default: 500)")
+    _model_options(p)
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 
 def _stream_options(p: argparse.ArgumentParser) -> None:
+    from stream.smoothing import DEFAULT_STRENGTH
+
     g = p.add_argument_group("output")
     g.add_argument("--layout", choices=("depth", "side", "overlay"), default="depth",
                    help="depth only, picture and depth side by side, or depth over the picture")
@@ -110,7 +133,22 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
                    help="also write per frame a 16-bit depth PNG and DIR/timestamps.csv")
     g.add_argument("--raw-format", choices=("png", "npy"), default="png",
                    help="npy: float32 .npy files next to the PNGs (default: png)")
-    g.add_argument("--no-smooth", action="store_true", help="no temporal smoothing")
+    g.add_argument("--smooth", type=float, metavar="STRENGTH", default=None,
+                   help="temporal smoothing from 0 (off) to 1 (default: "
+                        f"{DEFAULT_STRENGTH}, chosen with benchmarks/temporal.py)")
+    g.add_argument("--no-smooth", action="store_true",
+                   help="no temporal smoothing (same as --smooth 0)")
+    g.add_argument("--raw-unsmoothed", action="store_true",
+                   help="raw depth export: the network's own per-frame depth, not the "
+                        "smoothed one")
+    n = p.add_argument_group("network output")
+    n.add_argument("--zmq", metavar="ADDR",
+                   help="also publish each depth frame with ZeroMQ, e.g. tcp://127.0.0.1:5555 "
+                        "(see samples/zmq_subscriber.py)")
+    n.add_argument("--zmq-dtype", choices=("float16", "float32"), default=None,
+                   help="depth values on the wire (default: float16)")
+    n.add_argument("--zmq-jpeg", action="store_true",
+                   help="also send the colour frame as JPEG")
     g.add_argument("--stats", metavar="FILE.json",
                    help="write frame counts, per-stage ms and latency p50/p95 as JSON")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -121,10 +159,43 @@ def _stream_settings(args: argparse.Namespace) -> StreamSettings:
 
     return StreamSettings(
         layout=args.layout, alpha=args.alpha, cmap=args.cmap, invert=args.invert,
-        smooth=0.0 if args.no_smooth else StreamSettings.smooth, raw_dir=args.raw,
+        smooth=_smooth_strength(args), raw_dir=args.raw, raw_unsmoothed=args.raw_unsmoothed,
         raw_format=args.raw_format, overwrite=args.overwrite, backend=args.backend,
         device=args.device, weights=args.weights, duration_s=getattr(args, "duration", None),
     )
+
+
+def _smooth_strength(args: argparse.Namespace) -> float:
+    from stream.errors import ConfigError
+    from stream.smoothing import DEFAULT_STRENGTH
+
+    if args.no_smooth and args.smooth not in (None, 0):
+        raise ConfigError("--no-smooth and --smooth contradict each other")
+    if args.no_smooth:
+        return 0.0
+    return DEFAULT_STRENGTH if args.smooth is None else args.smooth
+
+
+def _zmq_sinks(args: argparse.Namespace) -> list[Sink]:
+    """A ZeroMQ publisher when ``--zmq`` asks for one (binds now: a busy port is exit 2)."""
+    from stream.errors import ConfigError
+
+    if args.zmq is None:
+        if args.zmq_dtype is not None or args.zmq_jpeg:
+            raise ConfigError("--zmq-dtype and --zmq-jpeg go with --zmq ADDR")
+        return []
+    from stream.publisher import ZmqPublisher
+
+    return [ZmqPublisher(args.zmq, dtype=args.zmq_dtype or "float16", jpeg=args.zmq_jpeg)]
+
+
+def _report_zmq(sinks: list[Sink]) -> None:
+    from stream.publisher import ZmqPublisher
+
+    for pub in sinks:
+        if isinstance(pub, ZmqPublisher):
+            print(f"zmq {pub.endpoint}: {pub.sent} sent, {pub.dropped} dropped (slow "
+                  f"subscriber), {pub.skipped} with no subscriber")
 
 
 class _ProgressBar:
@@ -177,8 +248,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     settings = _stream_settings(args)
     stats_path = _check_stats_path(args)
     bar = _ProgressBar(Path(args.input).name, enabled=not args.no_progress)
-    pipeline = build_convert(args.input, args.out, settings, progress=bar)
+    extra = _zmq_sinks(args)
+    try:
+        pipeline = build_convert(args.input, args.out, settings, progress=bar,
+                                 extra_sinks=extra)
+    except BaseException:
+        for sink in extra:
+            sink.close()
+        raise
     stats = _run_and_report(pipeline, stats_path, bar)
+    _report_zmq(extra)
     print(f"{args.input} -> {args.out or args.raw}: {stats.frames_written} frames, "
           f"{stats.fps:.1f} fps")
     return ExitStatus.OK
@@ -203,9 +282,10 @@ def _cmd_live(args: argparse.Namespace) -> int:
         source = LiveSource.from_url(args.url)
     else:
         source = LiveSource.from_camera(0 if args.camera is None else args.camera)
+    sinks: list[Sink] = []
     try:
         renderer = settings.renderer()
-        sinks: list[Sink] = []
+        sinks += _zmq_sinks(args)
         if not args.no_window:
             sinks.append(WindowSink(renderer))
         if args.out is not None:
@@ -216,14 +296,26 @@ def _cmd_live(args: argparse.Namespace) -> int:
         estimator = create_estimator(args.weights, args.backend, args.device, live=True)
     except BaseException:
         source.close()
+        for sink in sinks:
+            sink.close()
         raise
     pipeline = Pipeline(source, estimator, sinks, settings, close_estimator=True)
     stats = _run_and_report(pipeline, stats_path)
     p50 = f"{stats.latency_ms_p50:.0f}" if stats.latency_ms_p50 is not None else "-"
     p95 = f"{stats.latency_ms_p95:.0f}" if stats.latency_ms_p95 is not None else "-"
+    _report_zmq(sinks)
     print(f"live: {stats.frames_read} frames read, {stats.frames_written} shown/written, "
           f"{stats.frames_dropped} dropped, {stats.fps:.1f} fps, latency p50 {p50} ms, "
           f"p95 {p95} ms")
+    return ExitStatus.OK
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from stream.server import serve
+
+    serve(args.host, args.port, args.data_dir, args.weights, args.backend, args.device,
+          camera=args.camera, url=args.url, max_image_mb=args.max_image_mb,
+          max_video_mb=args.max_video_mb)
     return ExitStatus.OK
 
 

@@ -38,10 +38,11 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from .colormap import minmax
+from .colormap import DisplayRange, minmax
 from .errors import ConfigError, PipelineError, SinkError, StreamError
 from .inference import DepthEstimator
 from .records import DepthFrame, Frame
+from .smoothing import DEFAULT_STRENGTH, TemporalSmoother
 from .sinks import (
     Layout,
     RawDepthSink,
@@ -119,8 +120,10 @@ class StreamSettings:
         alpha: weight of the depth colours in the overlay layout.
         cmap: colormap name (:data:`stream.colormap.COLORMAPS`).
         invert: show near as dark.
-        smooth: temporal smoothing strength; 0 turns the smoothing stage off
-            (``--no-smooth``). Its scale belongs to the smoother.
+        smooth: temporal smoothing strength from 0 (off, ``--no-smooth``) to 1
+            (:class:`stream.smoothing.TemporalSmoother`).
+        raw_unsmoothed: raw depth export writes the network's own depth, not the
+            smoothed one.
         raw_dir: also write raw depth here (16-bit PNG per frame and ``timestamps.csv``).
         raw_format: PNG, or PNG and float32 ``.npy``.
         overwrite: replace existing outputs.
@@ -135,7 +138,8 @@ class StreamSettings:
     alpha: float = 0.5
     cmap: str = "inferno"
     invert: bool = False
-    smooth: float = 0.5
+    smooth: float = DEFAULT_STRENGTH
+    raw_unsmoothed: bool = False
     raw_dir: Path | None = None
     raw_format: RawFormat = RawFormat.PNG
     overwrite: bool = False
@@ -150,8 +154,8 @@ class StreamSettings:
             object.__setattr__(self, name, parse_enum(kind, getattr(self, name), name))
         if self.raw_dir is not None and not isinstance(self.raw_dir, Path):
             object.__setattr__(self, "raw_dir", Path(self.raw_dir))
-        if not self.smooth >= 0:
-            raise ConfigError(f"smooth must be >= 0 (0 = off), got {self.smooth}")
+        if not 0 <= self.smooth <= 1:
+            raise ConfigError(f"smooth must be from 0 (off) to 1, got {self.smooth}")
         if self.duration_s is not None and not self.duration_s > 0:
             raise ConfigError(f"duration must be positive, got {self.duration_s}")
         if self.queue_size < 1:
@@ -258,7 +262,7 @@ def make_smoother(settings: StreamSettings) -> Smoother | None:
     """The smoothing stage ``settings`` ask for; ``None`` when ``smooth`` is 0 (off)."""
     if settings.smooth == 0:
         return None
-    return IdentitySmoother()
+    return TemporalSmoother(settings.smooth)
 
 
 # --------------------------------------------------------------------------- queues
@@ -459,7 +463,8 @@ class Pipeline:
         stop_event: a shared cancellation event (a server's cancel button); one is made
             if not given.
         smoother: the smoothing stage; default :func:`make_smoother` of ``settings``.
-        colour_range: the colour range; default each frame's min-max.
+        colour_range: the colour range; default a :class:`stream.colormap.DisplayRange`
+            (robust percentiles, eased over time).
         progress: ``progress(done, total)`` on the render thread after each frame.
         close_estimator: close the estimator when the inference thread ends.
 
@@ -491,7 +496,7 @@ class Pipeline:
         self._frames: FrameQueue[Frame] = FrameQueue(policy, self.settings.queue_size)
         self._depths: FrameQueue[DepthFrame] = FrameQueue(policy, self.settings.queue_size)
         self._smoother = smoother if smoother is not None else make_smoother(self.settings)
-        self._range = colour_range or FrameMinMax()
+        self._range = colour_range or DisplayRange()
         self._progress = progress
         self._close_estimator = close_estimator
         self._tally = _Tally()
@@ -695,8 +700,10 @@ class Pipeline:
         try:
             for frame, depth, inference_ms in estimates:
                 start = time.perf_counter()
+                raw_depth = None
                 if smoother is not None:
-                    depth = smoother.update(depth, frame.image)
+                    raw_depth = np.asarray(depth, dtype=np.float32)
+                    depth = smoother.update(raw_depth, frame.image)
                     if getattr(smoother, "scene_cut", False):
                         self._range.reset()  # a new scale: the old range means nothing
                 lo, hi = self._range.update(depth)
@@ -704,7 +711,7 @@ class Pipeline:
                     index=frame.index, timestamp=frame.timestamp, image=frame.image,
                     depth=np.asarray(depth, dtype=np.float32), inference_ms=inference_ms,
                     lo=float(lo), hi=float(hi), smoothed=smoother is not None, pts=frame.pts,
-                    captured=frame.captured,
+                    captured=frame.captured, raw_depth=raw_depth,
                 )
                 with tally.lock:
                     tally.inferred += 1
@@ -766,6 +773,7 @@ def build_convert(
     estimator: DepthEstimator | None = None,
     progress: Progress | None = None,
     stop_event: threading.Event | None = None,
+    extra_sinks: Iterable[Sink] = (),
 ) -> Pipeline:
     """A ready (not started) pipeline from a video file to a video file and/or raw depth.
 
@@ -780,6 +788,8 @@ def build_convert(
             it when the run ends).
         progress: ``progress(done, total)`` after each written frame.
         stop_event: a cancellation event to share.
+        extra_sinks: more sinks (a :class:`stream.publisher.ZmqPublisher`...); they count
+            as output.
 
     Raises:
         SourceError: the input is missing or not a video.
@@ -788,18 +798,19 @@ def build_convert(
         WeightsError: no usable checkpoint.
     """
     settings = settings or StreamSettings()
-    if output_path is None and settings.raw_dir is None:
+    sinks: list[Sink] = list(extra_sinks)
+    if output_path is None and settings.raw_dir is None and not sinks:
         raise ConfigError("nothing to write: give an output video or a raw depth folder")
     source = FileSource(input_path)
     try:
-        sinks: list[Sink] = []
         if output_path is not None:
             if Path(output_path).resolve() == source.path.resolve():
                 raise SinkError(f"output would replace the input: {output_path}")
             sinks.append(VideoFileSink(output_path, settings.renderer(), audio_from=source.path,
                                        overwrite=settings.overwrite))
         if settings.raw_dir is not None:
-            sinks.append(RawDepthSink(settings.raw_dir, settings.raw_format, settings.overwrite))
+            sinks.append(RawDepthSink(settings.raw_dir, settings.raw_format, settings.overwrite,
+                                      unsmoothed=settings.raw_unsmoothed))
         owns = estimator is None
         if estimator is None:
             from .inference import create_estimator

@@ -99,6 +99,8 @@ class DepthFrame:
         smoothed: ``depth`` is the temporally smoothed, aligned estimate (else raw network).
         pts: the source frame's pts (files), else ``None``.
         captured: ``time.monotonic()`` when the source frame was decoded.
+        raw_depth: the network's own depth (frame size, its own scale) when ``depth`` is
+            smoothed; ``None`` when ``depth`` already is the network's.
     """
 
     index: int
@@ -111,9 +113,13 @@ class DepthFrame:
     smoothed: bool = False
     pts: int | None = None
     captured: float = field(default_factory=time.monotonic)
+    raw_depth: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         _check_bgr(self.image, "DepthFrame")
+        if self.raw_depth is not None and (self.raw_depth.dtype != np.float32
+                                           or self.raw_depth.shape != self.image.shape[:2]):
+            raise ValueError("DepthFrame.raw_depth must be float32 like depth")
         if not (isinstance(self.depth, np.ndarray) and self.depth.dtype == np.float32
                 and self.depth.shape == self.image.shape[:2]):
             raise ValueError(
@@ -125,3 +131,8 @@ class DepthFrame:
     def size_wh(self) -> tuple[int, int]:
         """``(width, height)``."""
         return self.image.shape[1], self.image.shape[0]
+
+    @property
+    def network_depth(self) -> np.ndarray:
+        """The network's own depth for this frame (``raw_depth`` if smoothed, else ``depth``)."""
+        return self.depth if self.raw_depth is None else self.raw_depth

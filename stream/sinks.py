@@ -26,7 +26,7 @@ import av
 import cv2
 import numpy as np
 
-from .colormap import COLORMAPS, colorize
+from .colormap import COLORMAPS, colorize, minmax
 from .errors import ConfigError, SinkError
 from .records import DepthFrame, VideoInfo
 from .sources import _av_reason
@@ -642,16 +642,19 @@ class WindowSink(Sink):
 
 
 class RawDepthSink(Sink):
-    """Per frame a 16-bit PNG (``depth_<index>.png``, the frame's lo..hi -> 0..65535).
+    """Per frame a 16-bit PNG (``depth_<index>.png``, the depth's own min..max -> 0..65535).
 
-    Plus one ``timestamps.csv`` (``index,seconds,lo,hi``: what undoes the PNG scaling)
-    and, with :attr:`RawFormat.NPY`, the float32 depth as ``depth_<index>.npy``. Every
-    file is written atomically; the CSV appears when the sink is closed.
+    Plus one ``timestamps.csv`` (``index,seconds,lo,hi,scale``: ``lo``/``hi`` undo the PNG
+    scaling, ``scale`` says which depth it is: ``smoothed`` (aligned to one scale across
+    frames) or ``raw`` (the network's own, per-frame scale)) and, with
+    :attr:`RawFormat.NPY`, the float32 depth as ``depth_<index>.npy``. Every file is
+    written atomically; the CSV appears when the sink is closed.
 
     Args:
         folder: created if missing (its parent must exist).
         fmt: PNG only, or PNG and NPY.
         overwrite: write into a folder that already holds a ``timestamps.csv``.
+        unsmoothed: export the network's own depth even when the stream is smoothed.
 
     Raises:
         SinkError: the parent folder is missing, ``folder`` is a file, or it already
@@ -661,8 +664,9 @@ class RawDepthSink(Sink):
     CSV_NAME = "timestamps.csv"
 
     def __init__(self, folder: str | os.PathLike, fmt: RawFormat | str = RawFormat.PNG,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, unsmoothed: bool = False) -> None:
         self.folder = Path(folder)
+        self.unsmoothed = unsmoothed
         self.fmt = fmt if isinstance(fmt, RawFormat) else parse_enum(RawFormat, fmt, "raw format")
         if self.folder.exists() and not self.folder.is_dir():
             raise SinkError(f"raw depth folder is a file: {self.folder}")
@@ -685,14 +689,18 @@ class RawDepthSink(Sink):
         fd, tmp = tempfile.mkstemp(prefix=self.CSV_NAME + ".", suffix=".part", dir=self.folder)
         self._csv_tmp = Path(tmp)
         self._csv = os.fdopen(fd, "w", newline="")
-        self._csv.write("index,seconds,lo,hi\n")
+        self._csv.write("index,seconds,lo,hi,scale\n")
 
     def write(self, frame: DepthFrame) -> None:  # noqa: D102
         stem = self.folder / f"depth_{frame.index:06d}"
-        write_depth_raw(stem, frame.depth, frame.lo, frame.hi, npy=self.fmt is RawFormat.NPY)
+        depth = frame.network_depth if self.unsmoothed else frame.depth
+        scale = "smoothed" if frame.smoothed and depth is frame.depth else "raw"
+        # The depth's own min..max, not the display range: the display range clips the
+        # tails, and raw export must keep every value.
+        lo, hi = minmax(depth)
+        write_depth_raw(stem, depth, lo, hi, npy=self.fmt is RawFormat.NPY)
         # repr of a float round-trips exactly: the CSV undoes the PNG scaling losslessly.
-        self._csv.write(f"{frame.index},{float(frame.timestamp)!r},{float(frame.lo)!r},"
-                        f"{float(frame.hi)!r}\n")
+        self._csv.write(f"{frame.index},{float(frame.timestamp)!r},{lo!r},{hi!r},{scale}\n")
         self.frames_written += 1
 
     def close(self) -> None:  # noqa: D102

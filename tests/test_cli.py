@@ -150,3 +150,15 @@ def test_output_folder_missing_parent_is_created(tmp_path: Path, weights_file: P
 def test_bad_arguments_exit_2() -> None:
     assert main(["image"]) == ExitStatus.USAGE
     assert main(["nope"]) == ExitStatus.USAGE
+
+
+def test_serve_checks_weights_before_listening(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    err = _one_line_usage_error(capsys, ["serve", "--port", "0", "--data-dir",
+                                         str(tmp_path / "data"), "--weights",
+                                         str(tmp_path / "missing.pt")])
+    assert "missing.pt" in err
+
+
+def test_serve_camera_and_url_are_exclusive() -> None:
+    assert main(["serve", "--camera", "0", "--url", "http://127.0.0.1:9/x"]) == ExitStatus.USAGE

@@ -332,3 +332,55 @@ def test_window_opens_under_xvfb_and_q_quits(weights_file, tmp_path):
             app.kill()
         xvfb.terminate()
         xvfb.wait(10)
+
+
+def _raw_run(clip, out_dir, *flags):
+    assert main(["convert", str(clip), "--raw", str(out_dir), "--raw-format", "npy",
+                 "--no-progress", *flags]) == 0
+    rows = list(csv.DictReader(open(out_dir / "timestamps.csv")))
+    return rows, [np.load(out_dir / f"depth_{int(r['index']):06d}.npy") for r in rows]
+
+
+def test_convert_smooths_by_default_and_raw_export_says_which_scale(cheap, tmp_path):
+    clip = make_clip(tmp_path / "in.mp4", 12, (64, 48), audio=False)
+    plain_rows, plain = _raw_run(clip, tmp_path / "plain", "--no-smooth")
+    smooth_rows, smooth = _raw_run(clip, tmp_path / "smooth")
+    unsmoothed_rows, unsmoothed = _raw_run(clip, tmp_path / "unsmoothed", "--raw-unsmoothed")
+    assert {r["scale"] for r in plain_rows} == {"raw"}
+    assert {r["scale"] for r in smooth_rows} == {"smoothed"}
+    assert {r["scale"] for r in unsmoothed_rows} == {"raw"}
+    # --raw-unsmoothed exports the network's own depth: equal to a --no-smooth run
+    for a, b in zip(plain, unsmoothed):
+        np.testing.assert_array_equal(a, b)
+    # the smoother changed something after the first frame (it starts from frame 0 as is)
+    np.testing.assert_array_equal(smooth[0], plain[0])
+    assert any(np.abs(s - p).max() > 1e-6 for s, p in zip(smooth[1:], plain[1:]))
+    # lo/hi in the CSV undo the PNG scaling: they are the exported depth's own min/max
+    for row, depth in zip(smooth_rows, smooth):
+        assert (float(row["lo"]), float(row["hi"])) == (float(depth.min()), float(depth.max()))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--smooth", "2"], "smooth"),
+        (["--smooth", "0.5", "--no-smooth"], "contradict"),
+        (["--zmq-jpeg"], "--zmq"),
+        (["--zmq", "nonsense://x"], "cannot publish on nonsense://x"),
+    ],
+)
+def test_convert_bad_smoothing_and_zmq_flags_exit_2(flags, message, no_model, tmp_path, capsys):
+    clip = make_clip(tmp_path / "in.mp4", 3, (64, 48), audio=False)
+    assert main(["convert", str(clip), "-o", str(tmp_path / "o.mp4"), "--no-progress",
+                 *flags]) == 2
+    assert message in _one_line_error(capsys)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_convert_publishes_over_zmq_without_an_output_file(cheap, tmp_path, capsys):
+    clip = make_clip(tmp_path / "in.mp4", 6, (64, 48), audio=False)
+    port = _free_port()
+    assert main(["convert", str(clip), "--zmq", f"tcp://127.0.0.1:{port}",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"zmq tcp://127.0.0.1:{port}:" in out and "6 with no subscriber" in out

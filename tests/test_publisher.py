@@ -306,12 +306,15 @@ def test_pipeline_frames_arrive_equal_to_the_raw_depth_export(context: zmq.Conte
     assert len(messages) == len(rows) == 8
     for n, (parts, row) in enumerate(zip(messages, rows)):
         header = json.loads(parts[0])
-        index, seconds, lo, hi = row.split(",")
+        index, seconds, lo, hi, scale = row.split(",")
+        depth = np.load(tmp_path / "raw" / f"depth_{n:06d}.npy")
         assert header["seq"] == header["index"] == int(index) == n
         assert header["timestamp"] == float(seconds)
-        assert (header["lo"], header["hi"]) == (float(lo), float(hi))
-        assert (header["height"], header["width"], header["scale"]) == (48, 64, "raw")
-        assert parts[1] == np.load(tmp_path / "raw" / f"depth_{n:06d}.npy").tobytes()
+        assert (float(lo), float(hi)) == (float(depth.min()), float(depth.max()))
+        assert header["lo"] < header["hi"]  # the display range, eased across frames
+        assert (header["height"], header["width"], header["scale"]) == (48, 64, scale)
+        assert scale == "raw"
+        assert parts[1] == depth.tobytes()
 
 
 def test_stuck_subscriber_does_not_change_the_pipeline_frame_count(context: zmq.Context,
