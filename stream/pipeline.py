@@ -42,7 +42,6 @@ from .colormap import DisplayRange, minmax
 from .errors import ConfigError, PipelineError, SinkError, StreamError
 from .inference import DepthEstimator
 from .records import DepthFrame, Frame
-from .smoothing import DEFAULT_STRENGTH, TemporalSmoother
 from .sinks import (
     Layout,
     RawDepthSink,
@@ -53,6 +52,7 @@ from .sinks import (
     VideoFileSink,
     parse_enum,
 )
+from .smoothing import DEFAULT_STRENGTH, TemporalSmoother
 from .sources import FileSource, Source
 from .transforms import to_rgb
 

@@ -134,5 +134,5 @@ class DepthFrame:
 
     @property
     def network_depth(self) -> np.ndarray:
-        """The network's own depth for this frame (``raw_depth`` if smoothed, else ``depth``)."""
+        """The network's own depth (``raw_depth`` when smoothed, else ``depth``)."""
         return self.depth if self.raw_depth is None else self.raw_depth

@@ -89,7 +89,8 @@ def cache_path(ckpt: Checkpoint = MIDAS_SMALL) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / ckpt.file_name
 
 
-def check_state_dict(state: Any, ckpt: Checkpoint = MIDAS_SMALL, origin: str = "checkpoint") -> dict:
+def check_state_dict(state: Any, ckpt: Checkpoint = MIDAS_SMALL,
+                     origin: str = "checkpoint") -> dict:
     """Return ``state`` as a plain dict if it has exactly the checkpoint's keys and shapes.
 
     Raises:
@@ -158,7 +159,8 @@ def download(url: str, dest: Path, ckpt: Checkpoint = MIDAS_SMALL, progress: boo
     try:
         try:
             request = urllib.request.Request(url, headers={"User-Agent": "depthstream"})
-            with urllib.request.urlopen(request, timeout=30) as response, os.fdopen(fd, "wb") as out:
+            with (urllib.request.urlopen(request, timeout=30) as response,
+                  os.fdopen(fd, "wb") as out):
                 total = int(response.headers.get("Content-Length") or 0) or None
                 with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                           desc=dest.name, disable=not progress, leave=False) as bar:
