@@ -124,7 +124,8 @@ class DepthFrame:
                 and self.depth.shape == self.image.shape[:2]):
             raise ValueError(
                 f"DepthFrame.depth must be float32 {self.image.shape[:2]}, got "
-                f"{getattr(self.depth, 'dtype', type(self.depth))} {getattr(self.depth, 'shape', '')}"
+                f"{getattr(self.depth, 'dtype', type(self.depth))} "
+                f"{getattr(self.depth, 'shape', '')}"
             )
 
     @property
