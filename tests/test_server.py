@@ -513,8 +513,9 @@ def test_video_job_gives_a_playable_depth_video_and_raw_depth(
         rows = zf.read("timestamps.csv").decode().splitlines()
         first = cv2.imdecode(np.frombuffer(zf.read("depth_000000.png"), np.uint8),
                              cv2.IMREAD_UNCHANGED)
-    assert rows[0] == "index,seconds,lo,hi" and len(rows) == 7
-    _, _, lo, hi = map(float, rows[1].split(","))
+    assert rows[0] == "index,seconds,lo,hi,scale" and len(rows) == 7
+    _, _, lo, hi = map(float, rows[1].split(",")[:4])
+    assert rows[1].split(",")[4] in ("smoothed", "raw")
     assert first.dtype == np.uint16 and first.shape == (48, 64)
     depth = expected_depth(server, source["images"][0])
     restored = lo + first.astype(np.float64) * (hi - lo) / 65535.0
