@@ -41,6 +41,8 @@ _EXPORTS = {
     "preprocess": "transforms",
     "resize_depth": "transforms",
     "create_backend": "backends",
+    "TorchBackend": "backends",
+    "OpenVinoBackend": "backends",
     "DepthEstimator": "inference",
     "create_estimator": "inference",
     # colour, smoothing, metric

@@ -31,9 +31,16 @@ def weights_file(state_dict: dict, tmp_path_factory: pytest.TempPathFactory) -> 
     return path
 
 
+@pytest.fixture(scope="session")
+def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One OpenVINO model cache for the session (a conversion takes seconds)."""
+    return tmp_path_factory.mktemp("depthstream_cache")
+
+
 @pytest.fixture(autouse=True)
-def _no_real_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Keep tests away from a user's real cache and env, and from the network."""
+def _no_real_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, _model_cache: Path) -> None:
+    """Keep tests away from a user's real caches and env, and from the network."""
+    monkeypatch.setenv("DEPTHSTREAM_CACHE", str(_model_cache))
     monkeypatch.delenv("DEPTHSTREAM_WEIGHTS", raising=False)
     monkeypatch.setenv("DEPTHSTREAM_WEIGHTS_URL", "http://127.0.0.1:9/unreachable.pt")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
