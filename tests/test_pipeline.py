@@ -278,3 +278,23 @@ def test_memory_does_not_grow_with_length(tmp_path):
     assert stats.frames_written == 3000
     print(f"RSS after 300 frames {rss[300]:.1f} MB, after 3000 {rss[3000]:.1f} MB")
     assert rss[3000] - rss[300] < 50
+
+
+def test_file_conversion_lowers_only_the_io_threads_priority(tmp_path):
+    """Capture and render yield to the network on file input; live keeps normal priority."""
+    import os
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    base = nice()
+    seen: list[int] = []
+    clip = make_clip(tmp_path / "c.mp4", 3, size_wh=(64, 48), audio=False)
+    Pipeline(FileSource(clip), cheap_estimator(), [CallbackSink(lambda f: seen.append(nice()))],
+             StreamSettings(smooth=0)).start().join(timeout=30)
+    assert seen and set(seen) == {min(base + 5, 19)}
+    seen.clear()
+    Pipeline(FileSource(clip, live=True), cheap_estimator(),
+             [CallbackSink(lambda f: seen.append(nice()))],
+             StreamSettings(smooth=0)).start().join(timeout=30)
+    assert seen and set(seen) == {base}
