@@ -1,0 +1,68 @@
+"""Benchmark: live latency from a local 30 fps MJPEG camera, against one inference.
+
+Serves the bundled clip as an MJPEG-over-HTTP camera on 127.0.0.1 (the tests' fake
+camera), runs the live pipeline on it with the default backend for ``--seconds`` (no
+window), and prints frames read / inferred / dropped, the mean inference time and the
+capture-to-render latency p50/p95, with the ratio p50 / inference (goal: at most 2).
+Without ``--weights`` it uses the tests' synthetic checkpoint (speed does not depend on
+the weights' values).
+
+    python benchmarks/bench_live.py [--seconds 20] [--backend auto] [--weights PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from bench_convert import cpu_model  # noqa: E402
+from helpers_video import MjpegServer  # noqa: E402
+
+from stream.backends import create_backend, default_threads  # noqa: E402
+from stream.inference import DepthEstimator  # noqa: E402
+from stream.pipeline import Pipeline, StreamSettings  # noqa: E402
+from stream.sources import LiveSource  # noqa: E402
+from stream.weights import load_state_dict  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the live benchmark and print its numbers."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--weights", help="checkpoint (default: the tests' synthetic one)")
+    args = parser.parse_args(argv)
+    if args.weights:
+        state = load_state_dict(args.weights)
+    else:
+        from synthetic_weights import synthetic_state_dict
+
+        state = {k: torch.from_numpy(v) for k, v in synthetic_state_dict(0).items()}
+    estimator = DepthEstimator(create_backend(args.backend, state, live=True))
+    with MjpegServer(ROOT / "samples" / "clip.mp4", fps=30, max_s=args.seconds + 30).start() \
+            as camera:
+        source = LiveSource.from_url(camera.url)
+        settings = StreamSettings(duration_s=args.seconds)
+        stats = Pipeline(source, estimator, [], settings).start().join(args.seconds + 60)
+    estimator.close()
+    print(f"machine: {cpu_model()}, {default_threads()} cores, {platform.system()}, "
+          f"Python {platform.python_version()}, backend {estimator.backend.name}")
+    print(f"{args.seconds:.0f} s of a 640x480 MJPEG camera at 30 fps on 127.0.0.1")
+    print(f"frames read {stats.frames_read}, inferred {stats.frames_inferred}, "
+          f"dropped {stats.frames_dropped}, shown {stats.frames_written} ({stats.fps:.1f} fps)")
+    print(f"inference {stats.inference_ms_mean:.0f} ms; latency capture->render "
+          f"p50 {stats.latency_ms_p50:.0f} ms, p95 {stats.latency_ms_p95:.0f} ms")
+    print(f"p50 / inference = {stats.latency_ms_p50 / stats.inference_ms_mean:.2f} (goal <= 2)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
