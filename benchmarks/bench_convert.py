@@ -56,6 +56,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def bench_state_dict(weights: str | None) -> dict:
+    """The checkpoint to time: ``weights`` if given, else the tests' synthetic one."""
+    if weights:
+        return load_state_dict(weights)
+    from synthetic_weights import synthetic_state_dict
+
+    return {k: torch.from_numpy(v) for k, v in synthetic_state_dict(0).items()}
+
+
 def trimmed_clip(frames: int, folder: Path) -> Path:
     """The sample clip cut to ``frames`` frames (stream copy), so every run sees the same."""
     import av
@@ -147,12 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto")
     args = parser.parse_args(argv)
 
-    if args.weights:
-        state = load_state_dict(args.weights)
-    else:
-        from synthetic_weights import synthetic_state_dict
-
-        state = {k: torch.from_numpy(v) for k, v in synthetic_state_dict(0).items()}
+    state = bench_state_dict(args.weights)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

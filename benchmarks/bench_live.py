@@ -17,20 +17,17 @@ import platform
 import sys
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench_convert import cpu_model  # noqa: E402
+from bench_convert import bench_state_dict, cpu_model  # noqa: E402
 from helpers_video import MjpegServer  # noqa: E402
 
 from stream.backends import create_backend, default_threads  # noqa: E402
 from stream.inference import DepthEstimator  # noqa: E402
 from stream.pipeline import Pipeline, StreamSettings  # noqa: E402
 from stream.sources import LiveSource  # noqa: E402
-from stream.weights import load_state_dict  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,12 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--weights", help="checkpoint (default: the tests' synthetic one)")
     args = parser.parse_args(argv)
-    if args.weights:
-        state = load_state_dict(args.weights)
-    else:
-        from synthetic_weights import synthetic_state_dict
-
-        state = {k: torch.from_numpy(v) for k, v in synthetic_state_dict(0).items()}
+    state = bench_state_dict(args.weights)
     estimator = DepthEstimator(create_backend(args.backend, state, live=True))
     with MjpegServer(ROOT / "samples" / "clip.mp4", fps=30, max_s=args.seconds + 30).start() \
             as camera:

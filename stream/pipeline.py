@@ -865,6 +865,7 @@ def convert(
     estimator: DepthEstimator | None = None,
     progress: Progress | None = None,
     stop_event: threading.Event | None = None,
+    extra_sinks: Iterable[Sink] = (),
 ) -> RunStats:
     """Convert a video file to a depth video (and/or raw depth); return the run's stats.
 
@@ -873,4 +874,4 @@ def convert(
     truncated input converts what decodes and lists a warning in the stats.
     """
     return run(build_convert(input_path, output_path, settings, estimator, progress,
-                             stop_event))
+                             stop_event, extra_sinks))
