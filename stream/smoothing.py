@@ -203,9 +203,21 @@ class TemporalSmoother:
 
         delta *= alpha
         delta += est
-        self._estimate = delta
         # Keep the grid estimate by the same blend on the grid: one full-size resize less.
-        self._small = small_est + alpha_small * (resid_small.astype(np.float32))
+        small = small_est + alpha_small * (resid_small.astype(np.float32))
+        # Hold the estimate's robust range where the last restart put it. A fit to a noisy
+        # prediction has a slope below the true scale (regression dilution); blended in
+        # frame after frame that shrinks the estimate towards a flat map (seen on the
+        # sample clip: no depth range left after 100 frames). Relative depth has no
+        # scale of its own, so fixing the range loses nothing.
+        lo, hi = np.percentile(small, (2.0, 98.0))
+        if hi > lo:
+            k = self._range / float(hi - lo)
+            c = self._middle - k * float(lo + hi) / 2.0
+            delta = cv2.addWeighted(delta, k, delta, 0.0, c)
+            small = cv2.addWeighted(small, k, small, 0.0, c)
+        self._estimate = delta
+        self._small = small
         self._gray = gray
         self._scene_cut = False
         return delta.copy()
@@ -223,6 +235,9 @@ class TemporalSmoother:
         self._cell_cols = (np.arange(self._small_wh[0]) * w // self._small_wh[0])[None, :]
         self._estimate = depth.copy()
         self._small = cv2.resize(self._estimate, self._small_wh, interpolation=cv2.INTER_AREA)
+        lo, hi = np.percentile(self._small, (2.0, 98.0))
+        self._range = float(hi - lo) if hi > lo else 1.0
+        self._middle = float(lo + hi) / 2.0
         if gray is not None and gray.shape != self._small.shape:
             gray = None
         self._gray = gray

@@ -282,8 +282,27 @@ def test_a_large_near_object_entering_is_not_a_scene_cut():
     entered[:, : int(0.4 * W)] = 1.3  # 40% of the picture
     out = smoother.update(1.2 * entered - 0.05)
     assert not smoother.scene_cut
-    # The rest stays put (fit on the unchanged 60%), the object shows in full at once.
-    np.testing.assert_allclose(out, entered, atol=2e-4)
+    # The object shows in full at once, nearest of all; the rest keeps its shape. (The
+    # alignment keeps the estimate's range, so the background may shift a little.)
+    obj, rest = out[:, : int(0.4 * W)], out[:, int(0.4 * W):]
+    assert obj.min() > rest.max()
+    assert np.corrcoef(out.ravel(), entered.ravel())[0, 1] > 0.999
+
+
+def test_a_long_noisy_stream_keeps_its_depth_range():
+    """Least-squares alignment shrinks by the correlation every frame; ours must not."""
+    rng = np.random.default_rng(3)
+    truth = _floor_and_boxes()
+    smoother = TemporalSmoother()
+    span0 = None
+    for _ in range(150):
+        noise = cv2.GaussianBlur(rng.normal(0, 1, truth.shape).astype(np.float32), (0, 0), 3)
+        pred = truth + 0.05 * float(np.ptp(truth)) * noise / float(noise.std())
+        out = smoother.update(pred.astype(np.float32))
+        lo, hi = np.percentile(out, (2, 98))
+        span0 = span0 or float(hi - lo)
+    assert not smoother.scene_cut
+    assert 0.6 * span0 < float(hi - lo) < 1.6 * span0
 
 
 def test_a_change_of_size_restarts():
