@@ -84,6 +84,10 @@ class DepthDtype(enum.Enum):
         return np.dtype("<f2") if self is DepthDtype.FLOAT16 else np.dtype("<f4")
 
 
+CLOSE_LINGER_MS = 500
+"""How long :meth:`ZmqPublisher.close` waits for queued frames to leave (milliseconds)."""
+
+
 class ZmqPublisher(Sink):
     """Publish depth frames on a ZeroMQ socket; never blocks, drops and counts instead.
 
@@ -294,7 +298,10 @@ class ZmqPublisher(Sink):
             if self._closed:
                 return
             self._closed = True
-            self._socket.close(linger=0)
+            # A short linger lets frames already queued reach connected subscribers (the
+            # last frame of a conversion was lost with linger=0); it is bounded, so a
+            # stuck subscriber still cannot hold the process.
+            self._socket.close(linger=CLOSE_LINGER_MS)
             self._context.term()
 
     @property
