@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from .colormap import DisplayRange, minmax
+from .colormap import DisplayRange
 from .errors import ConfigError, PipelineError, SinkError, StreamError
 from .inference import DepthEstimator
 from .records import DepthFrame, Frame
@@ -69,8 +69,6 @@ __all__ = [
     "RunStats",
     "Smoother",
     "ColourRange",
-    "IdentitySmoother",
-    "FrameMinMax",
     "make_smoother",
     "FrameQueue",
     "QueueSink",
@@ -235,26 +233,6 @@ class ColourRange(Protocol):
 
     def reset(self) -> None:
         """Forget the past."""
-
-
-class IdentitySmoother:
-    """A smoothing stage that passes the network's depth through unchanged."""
-
-    def update(self, depth: np.ndarray, image_bgr: np.ndarray) -> np.ndarray:  # noqa: D102
-        return depth
-
-    def reset(self) -> None:  # noqa: D102
-        pass
-
-
-class FrameMinMax:
-    """Colour range = each frame's own finite min and max (no memory)."""
-
-    def update(self, depth: np.ndarray) -> tuple[float, float]:  # noqa: D102
-        return minmax(depth)
-
-    def reset(self) -> None:  # noqa: D102
-        pass
 
 
 def make_smoother(settings: StreamSettings) -> Smoother | None:

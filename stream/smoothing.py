@@ -214,8 +214,10 @@ class TemporalSmoother:
         if hi > lo:
             k = self._range / float(hi - lo)
             c = self._middle - k * float(lo + hi) / 2.0
-            delta = cv2.addWeighted(delta, k, delta, 0.0, c)
-            small = cv2.addWeighted(small, k, small, 0.0, c)
+            delta *= np.float32(k)
+            delta += np.float32(c)
+            small *= np.float32(k)
+            small += np.float32(c)
         self._estimate = delta
         self._small = small
         self._gray = gray
