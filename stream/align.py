@@ -2,13 +2,14 @@
 
 MiDaS predicts inverse depth up to an unknown scale and shift. Evaluation, temporal
 smoothing and metric conversion all need the same fit: ``s * pred + b ~= target``.
+Starts no threads, touches no files.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fit_scale_shift", "apply_scale_shift"]
+__all__ = ["fit_scale_shift"]
 
 
 def fit_scale_shift(
@@ -45,9 +46,3 @@ def fit_scale_shift(
     s = (w * (p - mp) * (t - mt)).sum() / var
     return float(s), float(mt - s * mp)
 
-
-def apply_scale_shift(depth: np.ndarray, scale: float, shift: float) -> np.ndarray:
-    """``scale * depth + shift`` as float32."""
-    return (np.float32(scale) * depth.astype(np.float32, copy=False) + np.float32(shift)).astype(
-        np.float32, copy=False
-    )

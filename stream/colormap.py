@@ -1,10 +1,10 @@
 """Colormap: depth to colour (near = warm/bright), and the display range used to scale it.
 
-Pure array functions, plus :class:`DisplayRange`, the running range streams use instead
-of per-frame min-max (single pictures keep :func:`minmax`). MiDaS output is relative
-*inverse* depth, so larger values are nearer; ``colorize`` maps ``hi`` (nearest) to the
-bright end of the colormap. Do not invert before colouring unless the user asks
-(``invert=True``).
+Starts no threads, touches no files. Pure array functions, plus :class:`DisplayRange`,
+the running range streams use instead of per-frame min-max (single pictures keep
+:func:`minmax`). MiDaS output is relative *inverse* depth, so larger values are nearer;
+``colorize`` maps ``hi`` (nearest) to the bright end of the colormap. Do not invert
+before colouring unless the user asks (``invert=True``).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class DisplayRange:
     ``widen_rate`` when that widens the range (so new near or far things soon get their
     own colours) and ``shrink_rate`` when it narrows it (so colours stay put when
     something leaves). Percentiles come from a strided subsample of about
-    ``max_samples`` pixels, so an update costs well under a millisecond.
+    ``max_samples`` pixels, so an update costs the same however large the frame.
 
     Args:
         low_pct: percentile shown at the dark (far) end, in ``[0, 100)``.

@@ -8,9 +8,12 @@ measure, a depth sensor, a fiducial of known size), a least-squares fit of
 ``1 / (s * depth + b)`` is then an estimate of metric depth for the whole frame.
 
 Honest limits: the estimate is only as good as the network's relative depth (errors of
-10-20 % are common) and the points you give; points spread over near and far give a much
-better fit than points at about the same distance. Pixels the fit puts at or beyond
-``max_range_m`` (sky, far background) come back as ``max_range_m``.
+a noticeable fraction of the distance are common) and the points you give; points spread
+over near and far give a much better fit than points at about the same distance. Pixels
+the fit puts at or beyond ``max_range_m`` (sky, far background) come back as
+``max_range_m``.
+
+Starts no threads, touches no files.
 
 Example:
     >>> metres = fit_metric(frame.depth, [(240, 320, 1.5), (400, 100, 0.8)])  # doctest: +SKIP

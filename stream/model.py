@@ -3,7 +3,7 @@
 The backbone is timm's ``tf_efficientnet_lite3`` (TensorFlow "same" padding, batch-norm
 eps 1e-3), created without pretrained weights; the decoder is written here. Module names
 follow the official checkpoint ``midas_v21_small_256.pt`` so that its state dict loads
-unchanged with ``strict=True``. This module never reads a file: weights come from
+unchanged with ``strict=True``. Starts no threads and touches no files: weights come from
 :mod:`stream.weights`.
 """
 

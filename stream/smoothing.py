@@ -8,8 +8,8 @@ neither the picture nor the aligned depth changed, little (down to nothing) wher
 did, so moving things leave no ghosts. A scene cut (most pixels change) starts afresh.
 
 All decisions are made on a low-resolution grid (about 80 pixels on the long side); only
-the final blend runs at full resolution, so a 640x480 frame costs about 2 ms on two cores.
-No look-ahead: it works live.
+the final blend runs at full resolution, so the cost is a few passes over the depth map.
+No look-ahead: it works live. Starts no threads, touches no files.
 
 Example:
     >>> smoother = TemporalSmoother(strength=0.8)
@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -138,11 +139,7 @@ class TemporalSmoother:
         Raises:
             ConfigError: if ``depth`` is not 2-d or ``frame`` is not an image.
         """
-        depth = np.asarray(depth)
-        if depth.ndim != 2 or depth.size == 0:
-            raise ConfigError(f"depth must be a non-empty [H, W] array, got shape {depth.shape}")
-        if frame is not None and (np.ndim(frame) not in (2, 3) or np.size(frame) == 0):
-            raise ConfigError(f"frame must be an image, got shape {np.shape(frame)}")
+        depth = _checked_depth(depth, frame)
         if self._strength == 0.0:
             self._scene_cut = False
             return depth.astype(np.float32, copy=False)
@@ -150,81 +147,83 @@ class TemporalSmoother:
         if not np.isfinite(depth).all():
             depth = _finite(depth)
         gray = None if frame is None else self._small_gray(frame, depth.shape)
-
-        est = self._estimate
-        if est is None or est.shape != depth.shape:
+        if self._estimate is None or self._estimate.shape != depth.shape:
             return self._restart(depth, gray)
+        fit = self._fit(depth, gray)
+        if fit is None:
+            return self._restart(depth, gray)
+        estimate, small = self._blend(depth, fit)
+        self._hold_range(estimate, small)
+        self._estimate = estimate
+        self._small = small
+        self._gray = gray
+        self._scene_cut = False
+        return estimate.copy()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _fit(self, depth: np.ndarray, gray: np.ndarray | None) -> _Fit | None:
+        """Align ``depth`` to the estimate on the working grid; ``None`` on a scene cut."""
         small_new = cv2.resize(depth, self._small_wh, interpolation=cv2.INTER_AREA)
         small_est = self._small
-
-        # Picture change on the working grid; a global brightness shift (auto exposure)
-        # is not motion, so take the median difference out first.
         image_change = None
         if gray is not None and self._gray is not None:
-            diff = gray - self._gray
-            diff = np.abs(diff - _median(diff))
-            if np.mean(diff > _CUT_IMAGE) > _CUT_FRACTION:
-                return self._restart(depth, gray)
-            t0 = min(max(_CHANGE_K * _median(diff), _IMAGE_FLOOR), _IMAGE_CAP)
-            image_change = np.clip(diff / t0 - 1.0, 0.0, 1.0)
-
-        lo, hi = np.percentile(small_est, (2.0, 98.0))
-        span = float(hi - lo)
-        if not span > 0.0:
-            span = 1e-6 * max(1.0, abs(float(hi)))
-
+            image_change = _picture_change(gray, self._gray)
+            if image_change is None:
+                return None
+        span = _robust_span(small_est)
         scale, shift = _robust_fit(small_new, small_est, image_change, span)
         if not (math.isfinite(scale) and math.isfinite(shift) and scale > 0.0):
-            return self._restart(depth, gray)
+            return None
         resid_small = scale * small_new + shift - small_est
-        new_lo, new_hi = np.percentile(small_new, (2.0, 98.0))
-        if (
-            np.mean(np.abs(resid_small) > _CUT_DEPTH * span) > _CUT_FRACTION
-            or scale * float(new_hi - new_lo) < _CUT_SPREAD * span
-        ):
-            return self._restart(depth, gray)
+        if _is_depth_cut(resid_small, small_new, scale, span):
+            return None
+        return _Fit(scale, shift, span, resid_small, image_change)
 
+    def _blend(self, depth: np.ndarray, fit: _Fit) -> tuple[np.ndarray, np.ndarray]:
+        """The new estimate at full resolution and on the grid: change-aware blend."""
+        est = self._estimate
         # Full resolution: the aligned prediction's difference from the estimate.
-        delta = cv2.addWeighted(depth, scale, est, -1.0, shift)
+        delta = cv2.addWeighted(depth, fit.scale, est, -1.0, fit.shift)
+        alpha_small = self._blend_weights(delta, fit)
+        alpha = cv2.resize(alpha_small, depth.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        delta *= alpha
+        delta += est
+        # Keep the grid estimate by the same blend on the grid: one full-size resize less.
+        small = self._small + alpha_small * (fit.resid_small.astype(np.float32))
+        return delta, small
+
+    def _blend_weights(self, delta: np.ndarray, fit: _Fit) -> np.ndarray:
+        """Per-cell share of the new prediction: static weight, up to 1 where things changed."""
         # Depth change on the grid: the largest |delta| in each cell, so a one-pixel sliver
         # of change (a slow mover's trailing edge) still marks its cell. The window is
         # anchored at its top-left corner, which is where each cell starts.
         pooled = cv2.dilate(np.abs(delta), self._kernel, anchor=(0, 0))
         pooled = pooled[self._cell_rows, self._cell_cols]
-        t0 = min(max(_CHANGE_K * _median(pooled), _CHANGE_FLOOR * span), _CHANGE_CAP * span)
-        change = np.clip(pooled / np.float32(t0) - 1.0, 0.0, 1.0)
-        if image_change is not None:
-            np.maximum(change, image_change, out=change)
-        # One cell of margin, so the bilinear upsampling below still gives full weight
-        # to every pixel of a changed cell.
+        change = _ramp(pooled, _CHANGE_FLOOR * fit.span, _CHANGE_CAP * fit.span)
+        if fit.image_change is not None:
+            np.maximum(change, fit.image_change, out=change)
+        # One cell of margin, so the bilinear upsampling of the weights still gives full
+        # weight to every pixel of a changed cell.
         change = cv2.dilate(change, np.ones((3, 3), np.uint8))
-        alpha_small = self._alpha_static + (1.0 - self._alpha_static) * change
-        alpha = cv2.resize(alpha_small, depth.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        return self._alpha_static + (1.0 - self._alpha_static) * change
 
-        delta *= alpha
-        delta += est
-        # Keep the grid estimate by the same blend on the grid: one full-size resize less.
-        small = small_est + alpha_small * (resid_small.astype(np.float32))
-        # Hold the estimate's robust range where the last restart put it. A fit to a noisy
-        # prediction has a slope below the true scale (regression dilution); blended in
-        # frame after frame that shrinks the estimate towards a flat map (seen on the
-        # sample clip: no depth range left after 100 frames). Relative depth has no
-        # scale of its own, so fixing the range loses nothing.
+    def _hold_range(self, estimate: np.ndarray, small: np.ndarray) -> None:
+        """Rescale both estimates in place so their robust range is the last restart's.
+
+        A fit to a noisy prediction has a slope below the true scale (regression
+        dilution); blended in frame after frame that shrinks the estimate towards a flat
+        map (seen on the sample clip, whose depth range all but vanished). Relative depth
+        has no scale of its own, so fixing the range loses nothing.
+        """
         lo, hi = np.percentile(small, (2.0, 98.0))
         if hi > lo:
             k = self._range / float(hi - lo)
             c = self._middle - k * float(lo + hi) / 2.0
-            delta *= np.float32(k)
-            delta += np.float32(c)
+            estimate *= np.float32(k)
+            estimate += np.float32(c)
             small *= np.float32(k)
             small += np.float32(c)
-        self._estimate = delta
-        self._small = small
-        self._gray = gray
-        self._scene_cut = False
-        return delta.copy()
-
-    # -- internals ---------------------------------------------------------------------
 
     def _restart(self, depth: np.ndarray, gray: np.ndarray | None) -> np.ndarray:
         """Start a fresh estimate from ``depth`` (first frame, size change, scene cut)."""
@@ -262,6 +261,61 @@ class TemporalSmoother:
         if small.ndim == 3:
             small = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         return small.astype(np.float32)
+
+
+class _Fit(NamedTuple):
+    """The alignment of one prediction to the estimate, on the working grid."""
+
+    scale: float
+    shift: float
+    span: float  # robust range of the estimate: the unit of every depth threshold
+    resid_small: np.ndarray  # aligned prediction minus estimate
+    image_change: np.ndarray | None  # 0..1 per cell, ``None`` without pictures
+
+
+def _checked_depth(depth: np.ndarray, frame: np.ndarray | None) -> np.ndarray:
+    """``depth`` as an array, after checking it and ``frame`` (see ``update``)."""
+    depth = np.asarray(depth)
+    if depth.ndim != 2 or depth.size == 0:
+        raise ConfigError(f"depth must be a non-empty [H, W] array, got shape {depth.shape}")
+    if frame is not None and (np.ndim(frame) not in (2, 3) or np.size(frame) == 0):
+        raise ConfigError(f"frame must be an image, got shape {np.shape(frame)}")
+    return depth
+
+
+def _picture_change(gray: np.ndarray, last: np.ndarray) -> np.ndarray | None:
+    """0..1 picture change per cell between two grey grids; ``None`` for a scene cut."""
+    # A global brightness shift (auto exposure) is not motion, so take the median
+    # difference out first.
+    diff = gray - last
+    diff = np.abs(diff - _median(diff))
+    if np.mean(diff > _CUT_IMAGE) > _CUT_FRACTION:
+        return None
+    return _ramp(diff, _IMAGE_FLOOR, _IMAGE_CAP)
+
+
+def _ramp(change: np.ndarray, floor: float, cap: float) -> np.ndarray:
+    """0 up to a threshold of ``_CHANGE_K`` typical changes (within floor..cap), 1 from twice it."""
+    t0 = min(max(_CHANGE_K * _median(change), floor), cap)
+    return np.clip(change / np.float32(t0) - 1.0, 0.0, 1.0)
+
+
+def _robust_span(small: np.ndarray) -> float:
+    """The 2nd to 98th percentile range of ``small``, never zero."""
+    lo, hi = np.percentile(small, (2.0, 98.0))
+    span = float(hi - lo)
+    if not span > 0.0:
+        span = 1e-6 * max(1.0, abs(float(hi)))
+    return span
+
+
+def _is_depth_cut(resid: np.ndarray, new: np.ndarray, scale: float, span: float) -> bool:
+    """True if even the best fit leaves most of the grid off, or flattens the new depth."""
+    new_lo, new_hi = np.percentile(new, (2.0, 98.0))
+    return bool(
+        np.mean(np.abs(resid) > _CUT_DEPTH * span) > _CUT_FRACTION
+        or scale * float(new_hi - new_lo) < _CUT_SPREAD * span
+    )
 
 
 def _robust_fit(
@@ -332,7 +386,7 @@ def _best_candidate(
 
 
 def _median(values: np.ndarray) -> float:
-    """Median (upper middle for an even count): ``np.partition`` is 5x faster than ``median``."""
+    """Median (upper middle for an even count): one ``np.partition``, cheaper than ``median``."""
     flat = values.ravel()
     mid = flat.size // 2
     return float(np.partition(flat, mid)[mid])

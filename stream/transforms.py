@@ -1,17 +1,24 @@
 """Transforms: the official MiDaS small preprocessing and the output resize.
 
-Pure array-to-array functions. ``preprocess`` equals the reference "small" transform:
-RGB / 255 as float, a keep-aspect resize so both sides fit in 256 and are multiples of
-32 (bicubic, on the float picture), ImageNet mean/std, HWC -> NCHW.
+Pure array-to-array functions; starts no threads, touches no files. ``preprocess``
+equals the reference "small" transform: RGB / 255 as float, a keep-aspect resize so both
+sides fit in 256 and are multiples of 32 (bicubic, on the float picture), ImageNet
+mean/std, HWC -> NCHW. torch is imported only by :func:`preprocess`, so modules that
+need :func:`to_rgb` alone stay light.
 """
 
 from __future__ import annotations
 
+import sys
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "NET_SIDE",
@@ -80,7 +87,7 @@ def normalize(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """Float32 ``[3, h, w]`` network input from an RGB uint8 picture, resized to ``size_hw``."""
     h, w = size_hw
     # Resize the float picture, not the uint8 one: uint8 rounding and clipping of the
-    # bicubic overshoot differ from the reference by up to 1e-2.
+    # bicubic overshoot move the result visibly away from the reference.
     img = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
     img = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
     img = (img - MEAN_RGB) / STD_RGB
@@ -96,19 +103,27 @@ def preprocess_array(rgb: np.ndarray) -> np.ndarray:
 
 def preprocess(rgb: np.ndarray) -> torch.Tensor:
     """Float32 ``[1, 3, h, w]`` tensor: the official small transform of an RGB uint8 picture."""
+    import torch
+
     return torch.from_numpy(preprocess_array(rgb))
 
 
 def resize_depth(net: torch.Tensor | np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """Resize network output ``[h, w]`` / ``[1, h, w]`` to ``size_hw``: float32, bicubic.
 
-    Equal (within 3e-6 of the maximum, see ``tests/test_model.py``) to the reference's
+    Equal (within the tolerances of ``tests/test_transforms.py`` and the golden test in
+    ``tests/test_model.py``) to the reference's
     ``F.interpolate(mode="bicubic", align_corners=False)``: OpenCV's INTER_CUBIC uses the
-    same kernel (a = -0.75) and pixel-centre mapping, and costs about 0.4 ms for 640x480
-    where torch takes about 3 ms on two threads that the network needs. Bicubic overshoot
-    is kept (not clipped).
+    same kernel (a = -0.75) and pixel-centre mapping, and is much cheaper than torch's,
+    which would also compete for the threads the network needs. Bicubic overshoot is kept
+    (not clipped).
     """
-    a = net.detach().cpu().numpy() if isinstance(net, torch.Tensor) else np.asarray(net)
+    # Without torch imported, ``net`` cannot be a tensor: no need to import it here.
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(net, torch.Tensor):
+        a = net.detach().cpu().numpy()
+    else:
+        a = np.asarray(net)
     a = a.astype(np.float32, copy=False)
     while a.ndim > 2:
         if a.shape[0] != 1:
