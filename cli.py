@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stream.settings import (
+    COLORMAP_NAMES,
+    DEFAULT_SMOOTH,
+    BackendName,
+    Device,
+    Layout,
+    RawFormat,
+    StreamSettings,
+    choices,
+    smooth_strength,
+)
+
 if TYPE_CHECKING:
-    from stream.pipeline import Pipeline, RunStats, StreamSettings
+    from stream.pipeline import Pipeline
     from stream.sinks import Sink
+    from stream.stats import RunStats
 
 __all__ = ["ExitStatus", "build_parser", "main"]
 
@@ -30,17 +42,15 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", metavar="PATH",
                    help="midas_v21_small_256.pt (default: $DEPTHSTREAM_WEIGHTS, the cache, "
                         "or download)")
-    g.add_argument("--backend", choices=("auto", "openvino", "torch"), default="auto",
+    g.add_argument("--backend", choices=choices(BackendName), default="auto",
                    help="inference engine (default: auto = OpenVINO when installed, else torch)")
-    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+    g.add_argument("--device", choices=choices(Device), default="cpu",
                    help="torch device (default: cpu)")
 
 
 def _colour_options(p: argparse.ArgumentParser) -> None:
-    from stream.colormap import COLORMAPS
-
     g = p.add_argument_group("colour")
-    g.add_argument("--cmap", choices=tuple(COLORMAPS), default="inferno",
+    g.add_argument("--cmap", choices=COLORMAP_NAMES, default="inferno",
                    help="colormap (default: inferno; near = bright)")
     g.add_argument("--invert", action="store_true", help="show near as dark instead")
 
@@ -122,20 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _stream_options(p: argparse.ArgumentParser) -> None:
-    from stream.smoothing import DEFAULT_STRENGTH
-
     g = p.add_argument_group("output")
-    g.add_argument("--layout", choices=("depth", "side", "overlay"), default="depth",
+    g.add_argument("--layout", choices=choices(Layout), default="depth",
                    help="depth only, picture and depth side by side, or depth over the picture")
     g.add_argument("--alpha", type=float, default=0.5,
                    help="depth weight in the overlay layout, 0..1 (default: 0.5)")
     g.add_argument("--raw", metavar="DIR",
                    help="also write per frame a 16-bit depth PNG and DIR/timestamps.csv")
-    g.add_argument("--raw-format", choices=("png", "npy"), default="png",
+    g.add_argument("--raw-format", choices=choices(RawFormat), default="png",
                    help="npy: float32 .npy files next to the PNGs (default: png)")
     g.add_argument("--smooth", type=float, metavar="STRENGTH", default=None,
                    help="temporal smoothing from 0 (off) to 1 (default: "
-                        f"{DEFAULT_STRENGTH}, chosen with benchmarks/temporal.py)")
+                        f"{DEFAULT_SMOOTH}, chosen with benchmarks/temporal.py)")
     g.add_argument("--no-smooth", action="store_true",
                    help="no temporal smoothing (same as --smooth 0)")
     g.add_argument("--raw-unsmoothed", action="store_true",
@@ -155,25 +163,15 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
 
 
 def _stream_settings(args: argparse.Namespace) -> StreamSettings:
-    from stream.pipeline import StreamSettings
-
+    """Every run setting from the arguments, validated before anything heavy is imported."""
     return StreamSettings(
         layout=args.layout, alpha=args.alpha, cmap=args.cmap, invert=args.invert,
-        smooth=_smooth_strength(args), raw_dir=args.raw, raw_unsmoothed=args.raw_unsmoothed,
-        raw_format=args.raw_format, overwrite=args.overwrite, backend=args.backend,
-        device=args.device, weights=args.weights, duration_s=getattr(args, "duration", None),
+        smooth=smooth_strength(args.smooth, off=args.no_smooth), raw_dir=args.raw,
+        raw_unsmoothed=args.raw_unsmoothed, raw_format=args.raw_format,
+        overwrite=args.overwrite, backend=args.backend, device=args.device,
+        weights=args.weights, duration_s=getattr(args, "duration", None),
+        stats_path=args.stats,
     )
-
-
-def _smooth_strength(args: argparse.Namespace) -> float:
-    from stream.errors import ConfigError
-    from stream.smoothing import DEFAULT_STRENGTH
-
-    if args.no_smooth and args.smooth not in (None, 0):
-        raise ConfigError("--no-smooth and --smooth contradict each other")
-    if args.no_smooth:
-        return 0.0
-    return DEFAULT_STRENGTH if args.smooth is None else args.smooth
 
 
 def _zmq_sinks(args: argparse.Namespace) -> list[Sink]:
@@ -219,45 +217,29 @@ class _ProgressBar:
             self._bar.close()
 
 
-def _run_and_report(pipeline: Pipeline, stats_path: Path | None,
-                    bar: _ProgressBar | None = None) -> RunStats:
-    """Run to the end (Ctrl+C: stop, finish files, re-raise); write --stats; print warnings."""
-    from stream.pipeline import run
+def _run_and_report(pipeline: Pipeline, bar: _ProgressBar | None = None) -> RunStats:
+    """Run to the end (Ctrl+C: stop, finish files, re-raise); print warnings."""
+    from stream.builder import run
 
     try:
         stats = run(pipeline)
     finally:
         if bar is not None:
             bar.close()
-        if stats_path is not None and pipeline.stats().elapsed_s > 0:
-            stats_path.write_text(json.dumps(pipeline.stats().to_dict(), indent=2) + "\n")
     for warning in stats.warnings:
         print(f"depthstream: warning: {warning}", file=sys.stderr)
     return stats
 
 
-def _check_stats_path(args: argparse.Namespace) -> Path | None:
-    from stream.sinks import check_output_path
-
-    return None if args.stats is None else check_output_path(args.stats, args.overwrite)
-
-
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from stream.pipeline import build_convert
-
     settings = _stream_settings(args)
-    stats_path = _check_stats_path(args)
+    from stream.builder import build_convert
+
     bar = _ProgressBar(Path(args.input).name, enabled=not args.no_progress)
-    extra = _zmq_sinks(args)
-    try:
-        pipeline = build_convert(args.input, args.out, settings, progress=bar,
-                                 extra_sinks=extra)
-    except BaseException:
-        for sink in extra:
-            sink.close()
-        raise
-    stats = _run_and_report(pipeline, stats_path, bar)
-    _report_zmq(extra)
+    pipeline = build_convert(args.input, args.out, settings, progress=bar,
+                             extra_sinks=_zmq_sinks(args))
+    stats = _run_and_report(pipeline, bar)
+    _report_zmq(pipeline.sinks)
     print(f"{args.input} -> {args.out or args.raw}: {stats.frames_written} frames, "
           f"{stats.fps:.1f} fps")
     return ExitStatus.OK
@@ -265,45 +247,22 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _cmd_live(args: argparse.Namespace) -> int:
     from stream.errors import ConfigError
-    from stream.inference import create_estimator
-    from stream.pipeline import Pipeline
-    from stream.sinks import RawDepthSink, VideoFileSink, WindowSink
-    from stream.sources import FileSource, LiveSource
 
     if args.realtime and args.file is None:
         raise ConfigError("--realtime goes with --file")
     settings = _stream_settings(args)
-    stats_path = _check_stats_path(args)
-    # Cheap checks first (source, outputs), the weights last: a wrong camera index or
-    # output path is reported before the model loads.
+    from stream.builder import build_live, open_source
+
     if args.file is not None:
-        source = FileSource(args.file, realtime=args.realtime, live=True)
-    elif args.url is not None:
-        source = LiveSource.from_url(args.url)
+        source = open_source(args.file, live=True, realtime=args.realtime)
     else:
-        source = LiveSource.from_camera(0 if args.camera is None else args.camera)
-    sinks: list[Sink] = []
-    try:
-        renderer = settings.renderer()
-        sinks += _zmq_sinks(args)
-        if not args.no_window:
-            sinks.append(WindowSink(renderer))
-        if args.out is not None:
-            sinks.append(VideoFileSink(args.out, renderer, overwrite=args.overwrite,
-                                       audio_from=args.file if args.realtime else None))
-        if settings.raw_dir is not None:
-            sinks.append(RawDepthSink(settings.raw_dir, settings.raw_format, args.overwrite))
-        estimator = create_estimator(args.weights, args.backend, args.device, live=True)
-    except BaseException:
-        source.close()
-        for sink in sinks:
-            sink.close()
-        raise
-    pipeline = Pipeline(source, estimator, sinks, settings, close_estimator=True)
-    stats = _run_and_report(pipeline, stats_path)
+        source = open_source(args.url if args.url is not None else (args.camera or 0))
+    pipeline = build_live(source, settings, video=args.out, window=not args.no_window,
+                          extra_sinks=_zmq_sinks(args))
+    stats = _run_and_report(pipeline)
     p50 = f"{stats.latency_ms_p50:.0f}" if stats.latency_ms_p50 is not None else "-"
     p95 = f"{stats.latency_ms_p95:.0f}" if stats.latency_ms_p95 is not None else "-"
-    _report_zmq(sinks)
+    _report_zmq(pipeline.sinks)
     print(f"live: {stats.frames_read} frames read, {stats.frames_written} shown/written, "
           f"{stats.frames_dropped} dropped, {stats.fps:.1f} fps, latency p50 {p50} ms, "
           f"p95 {p95} ms")
@@ -311,7 +270,7 @@ def _cmd_live(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from stream.server import serve
+    from stream.web import serve
 
     serve(args.host, args.port, args.data_dir, args.weights, args.backend, args.device,
           camera=args.camera, url=args.url, max_image_mb=args.max_image_mb,

@@ -53,10 +53,10 @@ _EXPORTS = {
     "fit_metric_scale": "metric",
     "MetricScale": "metric",
     # pipeline and network output
-    "StreamSettings": "pipeline",
-    "RunStats": "pipeline",
+    "StreamSettings": "settings",
+    "RunStats": "stats",
     "Pipeline": "pipeline",
-    "convert": "pipeline",
+    "convert": "builder",
     "ZmqPublisher": "publisher",
     "decode_message": "publisher",
 }

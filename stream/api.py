@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import queue
 import threading
@@ -26,11 +25,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .builder import open_source
 from .errors import ConfigError, PipelineError, StreamError
 from .inference import DepthEstimator, create_estimator
-from .pipeline import DropPolicy, Pipeline, QueueSink, RunStats, StreamSettings
+from .pipeline import Pipeline
+from .queues import DropPolicy, QueueSink
 from .records import DepthFrame, Frame, VideoInfo
-from .sources import FileSource, LiveSource, Source, read_image
+from .settings import StreamSettings, smooth_strength
+from .sources import Source, read_image
+from .stats import RunStats
 from .transforms import to_rgb
 
 if TYPE_CHECKING:
@@ -141,30 +144,10 @@ class _Recorded(Source):
 
 def _open_source(source: int | str | os.PathLike, live: bool | None) -> Source:
     """Camera index, URL or file path -> an opened :class:`Source` (``live`` as asked)."""
-    if isinstance(source, bool) or not isinstance(source, (int, str, os.PathLike)):
-        raise ConfigError(f"source must be a camera index, a URL or a file path, got "
-                          f"{type(source).__name__}")
-    text = os.fspath(source) if not isinstance(source, int) else ""
-    if isinstance(source, int) or (text.isdigit() and not Path(text).exists()):
-        opened: Source = LiveSource.from_camera(int(source))
-    elif "://" in text:
-        opened = LiveSource.from_url(text)
-    else:
-        # A file played live is paced at its frame rate, latest frame wins, as a camera.
-        return FileSource(text, realtime=bool(live))
-    return _Recorded(opened) if live is False else opened
-
-
-def _smooth_strength(smooth: bool | float) -> float:
-    if isinstance(smooth, bool):
-        return StreamSettings().smooth if smooth else 0.0
-    try:
-        value = float(smooth)
-    except (TypeError, ValueError):
-        raise ConfigError(f"smooth must be True, False or a strength, got {smooth!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise ConfigError(f"smooth strength must be >= 0, got {smooth!r}")
-    return value
+    opened = open_source(source, live=bool(live))
+    # A file played live is paced at its frame rate, latest frame wins, as a camera; a
+    # camera or URL with live=False keeps every frame.
+    return _Recorded(opened) if live is False and opened.info.live else opened
 
 
 class DepthStream:
@@ -227,7 +210,7 @@ class DepthStream:
         *,
         estimator: DepthEstimator | None = None,
     ) -> None:
-        settings = StreamSettings(smooth=_smooth_strength(smooth), backend=backend,
+        settings = StreamSettings(smooth=smooth_strength(smooth), backend=backend,
                                   weights=None if weights is None else os.fspath(weights))
         opened = _open_source(source, live)  # cheap checks before the model loads
         try:
@@ -268,7 +251,7 @@ class DepthStream:
     @property
     def dropped(self) -> int:
         """Frames skipped so far because the network or the reader was busy (live)."""
-        return self._pipeline.dropped() + self._sink.dropped
+        return self._pipeline.dropped + self._sink.dropped
 
     def stats(self) -> RunStats:
         """Counters and timings of the run so far (see :class:`stream.pipeline.RunStats`)."""

@@ -2,11 +2,14 @@
 
 The one place that chains :mod:`stream.transforms` and a :class:`stream.backends.Backend`,
 used alike by the ``image`` command, the pipeline's inference thread, the Python API and
-the web server.
+the web server. :class:`SharedEstimator` lets several threads share one model (the web
+server's job worker and its live viewers). Starts no threads; touches no files itself
+(:func:`create_estimator` reads the weights through :mod:`stream.weights`).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -14,9 +17,10 @@ from typing import TypeVar
 import numpy as np
 
 from .backends import Backend
+from .errors import ConfigError
 from .transforms import preprocess_array, resize_depth
 
-__all__ = ["DepthEstimator", "create_estimator"]
+__all__ = ["DepthEstimator", "SharedEstimator", "create_estimator"]
 
 T = TypeVar("T")
 
@@ -37,12 +41,15 @@ class DepthEstimator:
         return self.backend.infer(preprocess_array(rgb))
 
     def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
-        """``(depth, inference_ms)``: float32 ``[H, W]`` depth and the network's time."""
-        x = preprocess_array(rgb)
+        """``(depth, inference_ms)``: float32 ``[H, W]`` depth and the time it took.
+
+        ``inference_ms`` covers pre-processing, the network and the resize to the
+        picture's size, as :attr:`stream.stats.RunStats.inference_ms_mean` does.
+        """
         start = time.perf_counter()
-        net = self.backend.infer(x)
-        ms = (time.perf_counter() - start) * 1000.0
-        return resize_depth(net, rgb.shape[:2]), ms
+        net = self.backend.infer(preprocess_array(rgb))
+        depth = resize_depth(net, rgb.shape[:2])
+        return depth, (time.perf_counter() - start) * 1000.0
 
     def predict_many(self, items: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
         """Yield ``(tag, depth)`` for ``(tag, rgb)`` in order, letting the backend pipeline."""
@@ -61,21 +68,81 @@ class DepthEstimator:
         self.backend.close()
 
 
+class SharedEstimator(DepthEstimator):
+    """A :class:`DepthEstimator` that several threads share: it owns a lock, one user at a time.
+
+    Every call runs the wrapped estimator under :attr:`lock`, so two inferences never
+    split the cores between them. :meth:`predict_many` takes the lock per item, not for
+    the whole stream: a video being converted holds the network for one frame at a time,
+    and a live viewer's frame waits for at most one video frame. (The price: a backend
+    does not keep several of the stream's frames in flight.)
+
+    Args:
+        estimator: the estimator to share; closing either closes its backend.
+
+    Example:
+        >>> shared = SharedEstimator(create_estimator())  # doctest: +SKIP
+        >>> depth, ms = shared.predict(rgb)  # from any thread  # doctest: +SKIP
+    """
+
+    def __init__(self, estimator: DepthEstimator) -> None:
+        super().__init__(estimator.backend)
+        self.inner = estimator
+        self.lock = threading.Lock()
+
+    def predict_net(self, rgb: np.ndarray) -> np.ndarray:
+        """Network-size output float32 ``[h, w]`` for an RGB uint8 picture."""
+        with self.lock:
+            return self.inner.predict_net(rgb)
+
+    def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        """``(depth, inference_ms)``; the time includes any wait for another thread's turn."""
+        with self.lock:
+            return self.inner.predict(rgb)
+
+    def predict_many(self, items: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
+        """Yield ``(tag, depth)`` for ``(tag, rgb)`` in order, taking the lock per item."""
+        for tag, rgb in items:  # the next item is read outside the lock (it may block)
+            with self.lock:
+                depth, _ = self.inner.predict(rgb)
+            yield tag, depth
+
+    def close(self) -> None:
+        """Close the wrapped estimator (after a call in progress ends)."""
+        with self.lock:
+            self.inner.close()
+
+
 def create_estimator(
     weights: str | None = None,
     backend: str = "auto",
     device: str = "cpu",
     live: bool = False,
     progress: bool = True,
+    *,
+    state_dict: dict | None = None,
 ) -> DepthEstimator:
     """Load checked weights and build a :class:`DepthEstimator` on the chosen backend.
 
+    Args:
+        weights: checkpoint path; ``None`` looks in the usual places.
+        backend: ``auto``, ``openvino`` or ``torch``.
+        device: ``cpu`` or ``cuda``.
+        live: tune the backend for one frame at a time.
+        progress: show a download's progress.
+        state_dict: weights already loaded with :func:`stream.weights.load_state_dict`
+            (then ``weights`` must be ``None``): a caller that checked them early, or
+            needs their digest, does not read them twice.
+
     Raises:
         WeightsError: no usable checkpoint (one-line message says what to do).
-        ConfigError: unknown or unavailable backend/device.
+        ConfigError: unknown or unavailable backend/device, or both ``weights`` and
+            ``state_dict``.
     """
     from .backends import create_backend
     from .weights import load_state_dict
 
-    state = load_state_dict(weights, progress=progress)
+    if state_dict is not None and weights is not None:
+        raise ConfigError("give weights or state_dict, not both")
+    state = state_dict if state_dict is not None else load_state_dict(weights, progress=progress)
     return DepthEstimator(create_backend(backend, state, device=device, live=live))

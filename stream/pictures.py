@@ -15,8 +15,10 @@ import numpy as np
 
 from .colormap import colorize, minmax
 from .errors import SinkError, SourceError
+from .files import check_output_path
 from .inference import DepthEstimator
-from .sinks import check_output_path, write_depth_raw, write_image
+from .settings import RenderSettings
+from .sinks import write_depth_raw, write_image
 from .sources import find_images, read_image
 from .transforms import to_rgb
 
@@ -32,6 +34,9 @@ class PictureSettings:
     side: bool = False
     raw: bool = False
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        RenderSettings(cmap=self.cmap, invert=self.invert)  # checks the colormap once
 
 
 @dataclass(frozen=True)

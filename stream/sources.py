@@ -1,7 +1,7 @@
 """Sources: everything that reads pictures, video files, cameras and stream URLs.
 
-Only this module (and :mod:`stream.sinks`) touches files, devices and PyAV. A video
-source yields :class:`stream.records.Frame` s: files decoded with PyAV (every frame, in
+Reads files and devices (PyAV, OpenCV); starts no threads (a source is read on the
+pipeline's capture thread, and a realtime file is paced there). A video source yields :class:`stream.records.Frame` s: files decoded with PyAV (every frame, in
 order, timestamped from pts and time base), cameras and URLs through
 ``cv2.VideoCapture`` (stamped with a monotonic clock).
 """
@@ -34,6 +34,7 @@ __all__ = [
     "Source",
     "FileSource",
     "LiveSource",
+    "av_reason",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -142,7 +143,7 @@ class FileSource(Source):
         try:
             self._container = av.open(str(self.path))
         except (av.FFmpegError, OSError) as exc:
-            raise SourceError(f"cannot read {self.path} as a video: {_av_reason(exc)}") from exc
+            raise SourceError(f"cannot read {self.path} as a video: {av_reason(exc)}") from exc
         try:
             self.info = self._probe()
         except BaseException:
@@ -205,13 +206,13 @@ class FileSource(Source):
                 break
             except av.FFmpegError as exc:  # the container itself is cut short
                 bad_packets += 1
-                first_error = first_error or _av_reason(exc)
+                first_error = first_error or av_reason(exc)
                 break
             try:
                 decoded = packet.decode()
             except av.FFmpegError as exc:  # one damaged packet: skip it, keep going
                 bad_packets += 1
-                first_error = first_error or _av_reason(exc)
+                first_error = first_error or av_reason(exc)
                 continue
             for av_frame in decoded:
                 pts = av_frame.pts
@@ -342,7 +343,7 @@ def _quiet_opencv() -> Iterator[None]:
         cv2.utils.logging.setLogLevel(level)
 
 
-def _av_reason(exc: BaseException) -> str:
+def av_reason(exc: BaseException) -> str:
     """FFmpeg's reason without the file name and errno PyAV adds."""
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return " ".join(str(reason).split())

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 
 from .errors import WeightsError
+from .files import PartFile
 
 __all__ = [
     "Checkpoint",
@@ -154,13 +154,12 @@ def download(url: str, dest: Path, ckpt: Checkpoint = MIDAS_SMALL, progress: boo
     from tqdm.auto import tqdm
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
+    part = PartFile(dest)
     try:
         try:
             request = urllib.request.Request(url, headers={"User-Agent": "depthstream"})
             with (urllib.request.urlopen(request, timeout=30) as response,
-                  os.fdopen(fd, "wb") as out):
+                  open(part.path, "wb") as out):
                 total = int(response.headers.get("Content-Length") or 0) or None
                 with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                           desc=dest.name, disable=not progress, leave=False) as bar:
@@ -178,10 +177,10 @@ def download(url: str, dest: Path, ckpt: Checkpoint = MIDAS_SMALL, progress: boo
                 f"cannot download the {ckpt.name} weights from {url} ({reason}); "
                 f"{_how_to(ckpt)}"
             ) from exc
-        load_file(tmp, ckpt)
-        os.replace(tmp, dest)
+        load_file(part.path, ckpt)
+        part.commit()
     finally:
-        tmp.unlink(missing_ok=True)
+        part.discard()
     return dest
 
 

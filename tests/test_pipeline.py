@@ -1,7 +1,7 @@
 """Pipeline: queues, order and drops, failures and stops, pluggable stages, bounded memory.
 
 These tests are about the threads, not the network: most use ``cheap_estimator`` (a
-documented test double, see helpers_video) so that thousands of frames run in seconds.
+documented test double, see support.fakes) so that thousands of frames run in seconds.
 The real network's frame-by-frame equality is tested through the CLI
 (tests/test_cli_stream.py).
 """
@@ -16,24 +16,20 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from helpers_video import cheap_estimator, make_clip, pattern, read_video
+from support.clips import make_clip, pattern, read_video
+from support.fakes import cheap_estimator
 
 from stream.colormap import DisplayRange
 from stream.errors import ConfigError, PipelineError, SourceError
-from stream.pipeline import (
-    END,
-    DropPolicy,
-    FrameQueue,
-    Layout,
-    Pipeline,
-    QueueSink,
-    RunStats,
-    StreamSettings,
-    convert,
-    make_smoother,
-)
+from stream.builder import convert
+from stream.depth_stage import make_smoother
+from stream.pipeline import Pipeline
+from stream.queues import END, DropPolicy, FrameQueue, QueueSink
 from stream.records import Frame, VideoInfo
-from stream.sinks import CallbackSink, Sink, VideoFileSink
+from stream.settings import Layout, StreamSettings
+from stream.sinks import CallbackSink, Sink
+from stream.stats import RunStats
+from stream.video_sink import VideoFileSink
 from stream.sources import FileSource, Source
 
 

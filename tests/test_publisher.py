@@ -14,13 +14,16 @@ import cv2
 import numpy as np
 import pytest
 import zmq
-from helpers_video import cheap_estimator, make_clip
+from support.clips import make_clip
+from support.fakes import cheap_estimator
 
 from stream.errors import ConfigError, SinkError
-from stream.pipeline import Pipeline, RunStats, StreamSettings
+from stream.pipeline import Pipeline
+from stream.settings import RawFormat, StreamSettings
+from stream.stats import RunStats
 from stream.publisher import HEADER_VERSION, ZmqPublisher, decode_message
 from stream.records import DepthFrame
-from stream.sinks import RawDepthSink, RawFormat, Sink, write_depth_raw
+from stream.sinks import RawDepthSink, Sink, write_depth_raw
 from stream.sources import FileSource
 
 LOCAL = "tcp://127.0.0.1:*"

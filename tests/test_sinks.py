@@ -10,22 +10,16 @@ from fractions import Fraction
 import cv2
 import numpy as np
 import pytest
-from helpers_video import NTSC, audio_duration_s, make_clip, pattern, read_video
+from support.clips import NTSC, audio_duration_s, make_clip, pattern, read_video
 
 from stream.colormap import colorize
 from stream.errors import ConfigError, SinkError
 from stream.records import DepthFrame, VideoInfo
-from stream.sinks import (
-    CallbackSink,
-    Layout,
-    RawDepthSink,
-    RawFormat,
-    Renderer,
-    SinkContext,
-    VideoFileSink,
-    check_display,
-    depth_to_u16,
-)
+from stream.render import Renderer
+from stream.settings import Layout, RawFormat
+from stream.sinks import CallbackSink, RawDepthSink, SinkContext, depth_to_u16
+from stream.video_sink import VideoFileSink
+from stream.window import check_display
 from stream.sources import FileSource
 
 

@@ -1,0 +1,255 @@
+"""Builder: settings in, a ready :class:`~stream.pipeline.Pipeline` out (source, sinks, model).
+
+The one place that turns :class:`~stream.settings.StreamSettings` into a source and sinks,
+for every front end (the CLI, the Python API, the web server, batch workers). Cheap
+checks come first (input, outputs, not writing onto an input), the weights last, so a
+bad path fails before the model loads; whatever was opened is closed again when a later
+step fails. Starts no threads of its own (the pipeline does); touches files only
+through the sinks and :mod:`stream.files`.
+
+Example:
+    >>> stats = convert("in.mp4", "out.mp4", StreamSettings(layout="side"))  # doctest: +SKIP
+    >>> print(stats.frames_written, stats.latency_ms_p95)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, StreamError
+from .files import check_not_input, check_output_path, write_json_atomic
+from .inference import DepthEstimator
+from .pipeline import Pipeline, Progress
+from .render import Renderer
+from .settings import StreamSettings
+from .sinks import RawDepthSink, Sink
+from .sources import FileSource, LiveSource, Source
+from .stats import RunStats
+
+__all__ = [
+    "closing_on_error",
+    "open_source",
+    "make_estimator",
+    "build_sinks",
+    "build_convert",
+    "build_live",
+    "run",
+    "convert",
+]
+
+
+@contextlib.contextmanager
+def closing_on_error(*resources: Any) -> Iterator[list[Any]]:
+    """Close ``resources`` (and whatever the block appends to the yielded list) if it raises.
+
+    Example:
+        >>> with closing_on_error(source) as opened:  # doctest: +SKIP
+        ...     opened.append(VideoFileSink("out.mp4"))
+    """
+    opened = list(resources)
+    try:
+        yield opened
+    except BaseException:
+        for resource in reversed(opened):
+            with contextlib.suppress(Exception):
+                resource.close()
+        raise
+
+
+def open_source(source: int | str | os.PathLike, live: bool | None = None,
+                realtime: bool | None = None) -> Source:
+    """Camera index, stream URL or video file path -> an opened :class:`Source`.
+
+    Args:
+        source: ``0`` (or ``"0"`` when no such file exists), ``rtsp://...``/``http://...``,
+            or a file path.
+        live: treat a file as a live source (latest frame wins); cameras and URLs are live.
+        realtime: release a file's frames at their own pace; default: the same as ``live``.
+
+    Raises:
+        ConfigError: ``source`` is not a camera index, URL or path.
+        SourceError: it cannot be opened.
+    """
+    if isinstance(source, bool) or not isinstance(source, (int, str, os.PathLike)):
+        raise ConfigError(f"source must be a camera index, a URL or a file path, got "
+                          f"{type(source).__name__}")
+    text = os.fspath(source) if not isinstance(source, int) else ""
+    if isinstance(source, int) or (text.isdigit() and not Path(text).exists()):
+        return LiveSource.from_camera(int(source))
+    if "://" in text:
+        return LiveSource.from_url(text)
+    live = bool(live)
+    return FileSource(text, realtime=live if realtime is None else realtime, live=live)
+
+
+def make_estimator(settings: StreamSettings, live: bool = False) -> DepthEstimator:
+    """The network ``settings.model`` asks for (the weights are loaded and checked here).
+
+    Raises:
+        WeightsError: no usable checkpoint.
+        ConfigError: the backend or device is not available here.
+    """
+    from .inference import create_estimator
+
+    model = settings.model
+    return create_estimator(model.weights, model.backend.value, model.device.value, live=live)
+
+
+def build_sinks(settings: StreamSettings, *, video: str | os.PathLike | None = None,
+                window: bool = False, audio_from: str | os.PathLike | None = None,
+                inputs: Iterable[str | os.PathLike] = (),
+                extra: Iterable[Sink] = ()) -> list[Sink]:
+    """The sinks ``settings`` and the outputs ask for, checked before any is written.
+
+    Args:
+        settings: layout, colours, raw export, overwrite.
+        video: a video file to write (``.mp4``, ``.mkv``, ``.webm``).
+        window: show a preview window.
+        audio_from: the file whose sound goes into ``video``.
+        inputs: the run's input files: no output may be one of them.
+        extra: sinks made elsewhere (a ZeroMQ publisher...), kept first.
+
+    Raises:
+        SinkError: an output cannot be written, exists, or is an input.
+    """
+    outputs = [p for p in (video, settings.raw_dir, settings.stats_path) if p is not None]
+    check_not_input(outputs, inputs)
+    if settings.stats_path is not None:
+        check_output_path(settings.stats_path, settings.overwrite)
+    renderer = Renderer.from_settings(settings.render)
+    with closing_on_error(*extra) as sinks:
+        if window:
+            from .window import WindowSink
+
+            sinks.append(WindowSink(renderer))
+        if video is not None:
+            from .video_sink import VideoFileSink
+
+            sinks.append(VideoFileSink(video, renderer, audio_from=audio_from,
+                                       overwrite=settings.overwrite))
+        if settings.raw_dir is not None:
+            sinks.append(RawDepthSink(settings.raw_dir, settings.raw_format,
+                                      settings.overwrite, unsmoothed=settings.raw_unsmoothed))
+    return sinks
+
+
+def build_convert(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike | None,
+    settings: StreamSettings | None = None,
+    estimator: DepthEstimator | None = None,
+    progress: Progress | None = None,
+    stop_event: threading.Event | None = None,
+    extra_sinks: Iterable[Sink] = (),
+) -> Pipeline:
+    """A ready (not started) pipeline from a video file to a video file and/or raw depth.
+
+    Args:
+        input_path: the video to convert.
+        output_path: ``.mp4``/``.mkv``/``.webm``, or ``None`` for raw depth only.
+        settings: layout, colours, raw output, model choice.
+        estimator: a built estimator; ``None`` builds one from ``settings`` (and closes
+            it when the run ends).
+        progress: ``progress(done, total)`` after each written frame.
+        stop_event: a cancellation event to share.
+        extra_sinks: more sinks (a :class:`stream.publisher.ZmqPublisher`...); they count
+            as output.
+
+    Raises:
+        SourceError: the input is missing or not a video.
+        SinkError: an output cannot be written (missing folder, exists, is the input).
+        ConfigError: nothing to write.
+        WeightsError: no usable checkpoint.
+    """
+    settings = settings or StreamSettings()
+    extra = list(extra_sinks)
+    if output_path is None and settings.raw_dir is None and not extra:
+        raise ConfigError("nothing to write: give an output video or a raw depth folder")
+    with closing_on_error(*extra):
+        source = FileSource(input_path)
+    with closing_on_error(source):
+        sinks = build_sinks(settings, video=output_path, audio_from=source.path,
+                            inputs=[source.path], extra=extra)
+        with closing_on_error(*sinks):
+            owns = estimator is None
+            estimator = estimator or make_estimator(settings)
+    return Pipeline(source, estimator, sinks, settings, stop_event, progress=progress,
+                    close_estimator=owns)
+
+
+def build_live(
+    source: Source,
+    settings: StreamSettings | None = None,
+    *,
+    video: str | os.PathLike | None = None,
+    window: bool = False,
+    estimator: DepthEstimator | None = None,
+    extra_sinks: Iterable[Sink] = (),
+    stop_event: threading.Event | None = None,
+) -> Pipeline:
+    """A ready pipeline from an opened live source to a window and/or files.
+
+    ``source`` is closed if anything here fails. A file played live (with ``realtime``)
+    also gives its sound to ``video``.
+
+    Raises:
+        SinkError: an output cannot be written or there is no display for a window.
+        WeightsError: no usable checkpoint.
+    """
+    settings = settings or StreamSettings()
+    path = getattr(source, "path", None)
+    audio = path if getattr(source, "realtime", False) else None
+    with closing_on_error(source, *extra_sinks):
+        sinks = build_sinks(settings, video=video, window=window, audio_from=audio,
+                            inputs=[path] if path is not None else [], extra=extra_sinks)
+        with closing_on_error(*sinks):
+            owns = estimator is None
+            estimator = estimator or make_estimator(settings, live=True)
+    return Pipeline(source, estimator, sinks, settings, stop_event, close_estimator=owns)
+
+
+def run(pipeline: Pipeline, stop_timeout_s: float = 60.0) -> RunStats:
+    """Start ``pipeline`` and wait for it; on Ctrl+C stop it, let sinks finish, re-raise.
+
+    Writes ``settings.stats_path`` (JSON) when the run ends, also after a stop or error.
+
+    Raises:
+        KeyboardInterrupt: after the pipeline stopped and its files were closed.
+        StreamError: what :meth:`Pipeline.join` raises.
+    """
+    pipeline.start()
+    try:
+        return pipeline.join()
+    except KeyboardInterrupt:
+        pipeline.stop()
+        with contextlib.suppress(StreamError):
+            pipeline.join(stop_timeout_s)  # the interrupt is what the caller asked about
+        raise
+    finally:
+        path = pipeline.settings.stats_path
+        if path is not None and pipeline.stats().elapsed_s > 0:
+            write_json_atomic(path, pipeline.stats().to_dict())
+
+
+def convert(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike | None,
+    settings: StreamSettings | None = None,
+    estimator: DepthEstimator | None = None,
+    progress: Progress | None = None,
+    stop_event: threading.Event | None = None,
+    extra_sinks: Iterable[Sink] = (),
+) -> RunStats:
+    """Convert a video file to a depth video (and/or raw depth); return the run's stats.
+
+    Every frame is converted, in order, at the input's frame rate and timestamps, with
+    the input's audio. See :func:`build_convert` for the arguments and errors; a
+    truncated input converts what decodes and lists a warning in the stats.
+    """
+    return run(build_convert(input_path, output_path, settings, estimator, progress,
+                             stop_event, extra_sinks))

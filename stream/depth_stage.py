@@ -1,0 +1,152 @@
+"""Depth stage: the inference thread's loop (network, smoother, colour range -> DepthFrame).
+
+Runs on the thread :class:`stream.pipeline.Pipeline` gives it; starts no threads itself,
+touches no files. It takes :class:`~stream.records.Frame` s from one queue and puts
+:class:`~stream.records.DepthFrame` s on the next. Live input runs one frame at a time
+(the newest, as soon as the network is free); file input streams through
+:meth:`~stream.inference.DepthEstimator.predict_many`, so a backend may keep several
+frames in flight.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Protocol
+
+import numpy as np
+
+from .colormap import DisplayRange
+from .inference import DepthEstimator
+from .queues import FrameQueue, take
+from .records import DepthFrame, Frame
+from .settings import StreamSettings
+from .smoothing import TemporalSmoother
+from .stats import Tally
+from .transforms import to_rgb
+
+__all__ = ["Smoother", "ColourRange", "make_smoother", "DepthStage"]
+
+
+class Smoother(Protocol):
+    """The smoothing stage between network and render (:mod:`stream.smoothing`).
+
+    A smoother may also have a ``scene_cut`` attribute: when it is True after an
+    update (the smoother started afresh), the colour range is reset too.
+    """
+
+    def update(self, depth: np.ndarray, image_bgr: np.ndarray) -> np.ndarray:
+        """The depth to show for a frame, given the network's ``depth`` and the picture."""
+
+    def reset(self) -> None:
+        """Forget the past (a cut, a new input)."""
+
+
+class ColourRange(Protocol):
+    """Where the colours of a stream's depth start and end, frame after frame."""
+
+    def update(self, depth: np.ndarray) -> tuple[float, float]:
+        """``(lo, hi)`` to colour ``depth`` with."""
+
+    def reset(self) -> None:
+        """Forget the past."""
+
+
+def make_smoother(settings: StreamSettings) -> Smoother | None:
+    """The smoothing stage ``settings`` ask for; ``None`` when ``smooth`` is 0 (off)."""
+    if settings.smooth == 0:
+        return None
+    return TemporalSmoother(settings.smooth)
+
+
+class DepthStage:
+    """Frames in, DepthFrames out: the network, then the smoother and the colour range.
+
+    Args:
+        estimator: the network; used only on the thread that calls :meth:`run`.
+        smoother: the smoothing stage, or ``None`` for the network's own depth.
+        colour_range: the colour range (default a :class:`DisplayRange`).
+        live: one frame at a time (live) or a stream with frames in flight (files).
+        close_estimator: close the estimator when :meth:`run` ends.
+    """
+
+    def __init__(self, estimator: DepthEstimator, smoother: Smoother | None,
+                 colour_range: ColourRange | None = None, live: bool = False,
+                 close_estimator: bool = False) -> None:
+        self.estimator = estimator
+        self.smoother = smoother
+        self.colour_range = colour_range or DisplayRange()
+        self.live = live
+        self.close_estimator = close_estimator
+
+    def run(self, frames: FrameQueue[Frame], depths: FrameQueue[DepthFrame],
+            stop: threading.Event, tally: Tally) -> None:
+        """Turn every frame of ``frames`` into a DepthFrame on ``depths`` until the end."""
+        if self.smoother is not None:
+            self.smoother.reset()  # a new run: nothing from an earlier one carries over
+        self.colour_range.reset()
+        estimates = self._estimates(frames, stop)
+        try:
+            for frame, depth, inference_ms in estimates:
+                start = time.perf_counter()
+                depth_frame = self._depth_frame(frame, depth, inference_ms)
+                with tally.lock:
+                    tally.inferred += 1
+                    tally.inference_ms += inference_ms
+                    tally.smoothing_ms += (time.perf_counter() - start) * 1000.0
+                if not depths.put(depth_frame, stop):
+                    break
+        finally:
+            estimates.close()
+            if self.close_estimator:
+                self.estimator.close()
+
+    def _depth_frame(self, frame: Frame, depth: np.ndarray, inference_ms: float) -> DepthFrame:
+        """Smooth ``depth``, pick its colour range, and make the record."""
+        raw_depth = None
+        if self.smoother is not None:
+            raw_depth = np.asarray(depth, dtype=np.float32)
+            depth = self.smoother.update(raw_depth, frame.image)
+            if getattr(self.smoother, "scene_cut", False):
+                self.colour_range.reset()  # a new scale: the old range means nothing
+        lo, hi = self.colour_range.update(depth)
+        return DepthFrame(
+            index=frame.index, timestamp=frame.timestamp, image=frame.image,
+            depth=np.asarray(depth, dtype=np.float32), inference_ms=inference_ms,
+            lo=float(lo), hi=float(hi), smoothed=self.smoother is not None, pts=frame.pts,
+            captured=frame.captured, raw_depth=raw_depth,
+        )
+
+    def _estimates(self, frames: FrameQueue[Frame],
+                   stop: threading.Event) -> Iterator[tuple[Frame, np.ndarray, float]]:
+        """``(frame, depth, inference_ms)`` in order, for the frames the capture queued."""
+        if self.live:
+            while (frame := take(frames, stop)) is not None:
+                depth, ms = self.estimator.predict(to_rgb(frame.image, "bgr"))
+                yield frame, depth, ms
+            return
+        # The time spent waiting for input is not the network's.
+        waited = [0.0]
+
+        def inputs() -> Iterator[tuple[Frame, np.ndarray]]:
+            while True:
+                start = time.perf_counter()
+                frame = take(frames, stop)
+                waited[0] += time.perf_counter() - start
+                if frame is None:
+                    return
+                yield frame, to_rgb(frame.image, "bgr")
+
+        outputs = self.estimator.predict_many(inputs())
+        try:
+            while True:
+                waited[0] = 0.0
+                start = time.perf_counter()
+                item = next(outputs, None)
+                if item is None:
+                    return
+                ms = (time.perf_counter() - start - waited[0]) * 1000.0
+                yield item[0], item[1], max(ms, 0.0)
+        finally:
+            outputs.close()  # a backend with requests in flight lets them go here

@@ -1,0 +1,312 @@
+"""Video sink: rendered depth frames encoded to MP4/MKV (H.264) or WebM (VP9), with sound.
+
+Touches files (PyAV); starts no threads. The video is written to a temporary next to
+the output (:class:`stream.files.PartFile`) and renamed into place when closed, so an
+output path holds either nothing or a playable file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+
+from .errors import SinkError
+from .files import PartFile, check_output_path
+from .records import DepthFrame
+from .render import Renderer
+from .sinks import Sink, SinkContext
+from .sources import av_reason
+
+__all__ = ["VIDEO_FORMATS", "check_video_output", "VideoFileSink"]
+
+
+@dataclass(frozen=True)
+class _VideoFormat:
+    container: str
+    video_codec: str
+    video_options: dict[str, str]
+    audio_codec: str
+
+
+VIDEO_FORMATS: dict[str, _VideoFormat] = {
+    # ultrafast: the cheapest x264 preset on one thread; depth maps are smooth, so the
+    # larger file costs little, and the cores stay with the network.
+    ".mp4": _VideoFormat("mp4", "libx264", {"preset": "ultrafast", "crf": "20"}, "aac"),
+    ".mkv": _VideoFormat("matroska", "libx264", {"preset": "ultrafast", "crf": "20"}, "aac"),
+    # VP9's realtime settings: the default "good" deadline is many times slower.
+    ".webm": _VideoFormat("webm", "libvpx-vp9",
+                          {"deadline": "realtime", "cpu-used": "8", "row-mt": "1",
+                           "crf": "32", "b": "0"}, "libopus"),
+}
+"""Output video types by extension: container, video codec and options, audio codec."""
+
+_LIVE_TIME_BASE = Fraction(1, 90000)
+
+
+def check_video_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Check a video output path: a known extension, an existing folder, not there yet.
+
+    Raises:
+        SinkError: unknown extension, missing folder, or an existing file without
+            ``overwrite``.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_FORMATS:
+        raise SinkError(f"cannot write video as {path.suffix or 'a file without extension'}: "
+                        f"{path} (use {', '.join(VIDEO_FORMATS)})")
+    return check_output_path(path, overwrite=overwrite)
+
+
+class VideoFileSink(Sink):
+    """Encode rendered frames with PyAV: H.264 in MP4 or MKV, VP9 + Opus in WebM.
+
+    The output keeps the input's exact frame rate (``30000/1001`` stays so) and every
+    frame's timestamp (variable frame rate stays in sync): frames are encoded in the
+    source's time base with the source's pts. With ``audio_from``, that file's first
+    audio stream is copied packet by packet when the container takes its codec, else
+    re-encoded (AAC, Opus for WebM), interleaved with the video up to the last frame.
+    Written to a temporary next to ``path`` and renamed when closed; no frame -> no file.
+
+    Args:
+        path: output file, ``.mp4``, ``.mkv`` or ``.webm``.
+        renderer: layout and colours.
+        audio_from: the input video whose audio to carry over (``None``: no audio).
+        overwrite: replace an existing file.
+        threads: encoder threads (few, so the encoder leaves the cores to the network).
+
+    Raises:
+        SinkError: bad extension, missing folder, or existing file (at construction).
+    """
+
+    def __init__(self, path: str | os.PathLike, renderer: Renderer | None = None,
+                 audio_from: str | os.PathLike | None = None, overwrite: bool = False,
+                 threads: int = 1) -> None:
+        self.path = check_video_output(path, overwrite=overwrite)
+        self.renderer = renderer or Renderer()
+        self.audio_from = Path(audio_from) if audio_from is not None else None
+        self.threads = threads
+        self.frames_written = 0
+        self._output: Any = None
+        self._part: PartFile | None = None
+        self._audio: _AudioTrack | None = None
+        self._closed = False
+
+    def open(self, context: SinkContext) -> None:
+        """Create the temporary file and its streams (on the render thread)."""
+        info = context.info
+        fmt = VIDEO_FORMATS[self.path.suffix.lower()]
+        width, height = _even(self.renderer.size_wh(info.size_wh))
+        self._part = PartFile(self.path)
+        try:
+            self._output = av.open(str(self._part.path), "w", format=fmt.container)
+            # Encode in the source's own time base with its pts: the rate and every
+            # timestamp survive exactly (no rounding to 1/rate ticks).
+            self._time_base = info.time_base or _LIVE_TIME_BASE
+            self._rate = info.rate or Fraction(30)
+            stream = self._output.add_stream(fmt.video_codec, rate=self._rate)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.codec_context.time_base = self._time_base
+            stream.time_base = self._time_base
+            stream.codec_context.thread_count = self.threads
+            stream.options = dict(fmt.video_options)
+            self._stream = stream
+            if self.audio_from is not None and info.has_audio:
+                self._audio = _AudioTrack(self.audio_from, self._output, fmt.audio_codec)
+            self._output.start_encoding()
+            if self._audio is not None:
+                self._audio.start()
+        except (av.FFmpegError, OSError) as exc:
+            self._discard()
+            raise SinkError(f"cannot write video {self.path}: {av_reason(exc)}") from exc
+        self._size_wh = (width, height)
+        self._last_pts: int | None = None
+        self._last_step = max(1, round(1 / (self._rate * self._time_base)))
+
+    def write(self, frame: DepthFrame) -> None:
+        """Render, encode and mux one frame (and the audio up to its time)."""
+        image = _pad_to(self.renderer.render(frame), self._size_wh)
+        pts = frame.pts if frame.pts is not None else round(frame.timestamp / self._time_base)
+        if self._last_pts is not None:
+            if pts <= self._last_pts:  # equal monotonic stamps after rounding: keep order
+                pts = self._last_pts + 1
+            self._last_step = pts - self._last_pts
+        self._last_pts = pts
+        if self._stream.pix_fmt == "yuv420p":
+            # OpenCV converts to limited-range BT.601 I420 as swscale does (within 1 level)
+            # in a fraction of swscale's time, which the network needs.
+            yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
+            av_frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        else:
+            av_frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        av_frame.pts, av_frame.time_base = pts, self._time_base
+        try:
+            if self._audio is not None:
+                self._audio.pump(float(pts * self._time_base))
+            for packet in self._stream.encode(av_frame):
+                self._output.mux(packet)
+        except (av.FFmpegError, OSError) as exc:
+            raise SinkError(f"cannot write frame {frame.index} to {self.path}: "
+                            f"{av_reason(exc)}") from exc
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder, add the rest of the audio, write the trailer, rename.
+
+        Safe to call twice; the trailer is written once. With no frame written the
+        temporary file is removed and no output appears.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._output is None:
+            return
+        if self.frames_written == 0:
+            self._discard()
+            return
+        try:
+            for packet in self._stream.encode():
+                self._output.mux(packet)
+            if self._audio is not None:
+                end = (self._last_pts + self._last_step) * self._time_base
+                self._audio.finish(float(end))
+            self._output.close()
+            self._output = None
+            self._part.commit()
+        except (av.FFmpegError, OSError) as exc:
+            self._discard()
+            raise SinkError(f"cannot finish video {self.path}: {av_reason(exc)}") from exc
+        finally:
+            if self._audio is not None:
+                self._audio.close()
+
+    def _discard(self) -> None:
+        """Close without a trailer and remove the temporary file."""
+        if self._audio is not None:
+            self._audio.close()
+        if self._output is not None:
+            try:
+                self._output.close()
+            except (av.FFmpegError, OSError):
+                pass  # the file is removed anyway
+            self._output = None
+        if self._part is not None:
+            self._part.discard()
+
+
+class _AudioTrack:
+    """The first audio stream of a file, muxed into ``output`` up to a given time.
+
+    Packets are copied untouched when the output container takes the codec, else
+    decoded and re-encoded to ``codec``. ``pump(t)`` adds every packet that starts
+    before ``t`` seconds, so audio interleaves with the video and memory stays bounded.
+    """
+
+    def __init__(self, path: Path, output: Any, codec: str) -> None:
+        self._input = av.open(str(path))
+        self._closed = False
+        try:
+            source = self._input.streams.audio[0]
+            self._time_base = source.time_base
+            self.copy = source.codec_context.name in output.supported_codecs
+            if self.copy:
+                self._stream = output.add_stream_from_template(source)
+            else:
+                rate = 48000 if codec == "libopus" else (source.codec_context.sample_rate or 48000)
+                self._stream = output.add_stream(codec, rate=rate)
+                self._stream.layout = "mono" if source.codec_context.channels == 1 else "stereo"
+            self._packets = self._input.demux(source)
+        except BaseException:
+            self.close()
+            raise
+        self._pending: Any = None
+        self._resampler: Any = None
+        self._ended = False
+
+    def start(self) -> None:
+        """Set up re-encoding once the encoder is open (its frame size is known then)."""
+        if not self.copy:
+            ctx = self._stream.codec_context
+            self._resampler = av.AudioResampler(format=ctx.format, layout=ctx.layout,
+                                                rate=ctx.sample_rate,
+                                                frame_size=ctx.frame_size or None)
+
+    def pump(self, until_s: float) -> None:
+        """Mux every packet that starts before ``until_s`` seconds."""
+        while not self._ended:
+            packet = self._pending if self._pending is not None else self._next()
+            if packet is None:
+                self._ended = True
+                return
+            start = packet.pts if packet.pts is not None else packet.dts
+            if start is not None and float(start * self._time_base) >= until_s:
+                self._pending = packet
+                return
+            self._pending = None
+            self._mux(packet)
+
+    def finish(self, until_s: float) -> None:
+        """Mux the audio up to ``until_s`` (the end of the video) and flush the encoder."""
+        self.pump(until_s)
+        if not self.copy:
+            self._encode(None)
+
+    def close(self) -> None:
+        """Close the input file (safe to call twice)."""
+        if not self._closed:
+            self._closed = True
+            self._input.close()
+
+    def _next(self) -> Any:
+        try:
+            return next(self._packets)
+        except StopIteration:
+            return None
+        except av.FFmpegError:  # a truncated input: the audio ends here too
+            return None
+
+    def _mux(self, packet: Any) -> None:
+        if self.copy:
+            # Skip the empty flush packet the demuxer yields last (size 0, no dts).
+            if packet.size == 0 or packet.dts is None:
+                return
+            packet.stream = self._stream
+            self._stream.container.mux(packet)
+            return
+        try:
+            decoded = packet.decode()
+        except av.FFmpegError:
+            return  # a damaged packet: a few ms of silence rather than a failed file
+        for frame in decoded:
+            self._encode(frame)
+
+    def _encode(self, frame: Any) -> None:
+        frames = self._resampler.resample(frame)
+        if frame is None:
+            frames = [*frames, None]
+        for f in frames:
+            if f is not None:
+                f.pts = None  # let the encoder number samples continuously
+            for packet in self._stream.encode(f):
+                self._stream.container.mux(packet)
+
+
+def _even(size_wh: tuple[int, int]) -> tuple[int, int]:
+    """Round a size up to even sides (yuv420p halves both for its colour planes)."""
+    width, height = size_wh
+    return width + width % 2, height + height % 2
+
+
+def _pad_to(image: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Repeat the last row/column so ``image`` is ``size_wh`` (at most one pixel each)."""
+    width, height = size_wh
+    pad_h, pad_w = height - image.shape[0], width - image.shape[1]
+    if pad_h == 0 and pad_w == 0:
+        return image
+    return cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
