@@ -17,6 +17,7 @@ import av
 import cv2
 import numpy as np
 
+from .audio import AudioTrack
 from .errors import SinkError
 from .files import PartFile, check_output_path
 from .records import DepthFrame
@@ -95,7 +96,7 @@ class VideoFileSink(Sink):
         self.frames_written = 0
         self._output: Any = None
         self._part: PartFile | None = None
-        self._audio: _AudioTrack | None = None
+        self._audio: AudioTrack | None = None
         self._closed = False
 
     def open(self, context: SinkContext) -> None:
@@ -118,7 +119,7 @@ class VideoFileSink(Sink):
             stream.options = dict(fmt.video_options)
             self._stream = stream
             if self.audio_from is not None and info.has_audio:
-                self._audio = _AudioTrack(self.audio_from, self._output, fmt.audio_codec)
+                self._audio = AudioTrack(self.audio_from, self._output, fmt.audio_codec)
             self._output.start_encoding()
             if self._audio is not None:
                 self._audio.start()
@@ -198,103 +199,6 @@ class VideoFileSink(Sink):
             self._output = None
         if self._part is not None:
             self._part.discard()
-
-
-class _AudioTrack:
-    """The first audio stream of a file, muxed into ``output`` up to a given time.
-
-    Packets are copied untouched when the output container takes the codec, else
-    decoded and re-encoded to ``codec``. ``pump(t)`` adds every packet that starts
-    before ``t`` seconds, so audio interleaves with the video and memory stays bounded.
-    """
-
-    def __init__(self, path: Path, output: Any, codec: str) -> None:
-        self._input = av.open(str(path))
-        self._closed = False
-        try:
-            source = self._input.streams.audio[0]
-            self._time_base = source.time_base
-            self.copy = source.codec_context.name in output.supported_codecs
-            if self.copy:
-                self._stream = output.add_stream_from_template(source)
-            else:
-                rate = 48000 if codec == "libopus" else (source.codec_context.sample_rate or 48000)
-                self._stream = output.add_stream(codec, rate=rate)
-                self._stream.layout = "mono" if source.codec_context.channels == 1 else "stereo"
-            self._packets = self._input.demux(source)
-        except BaseException:
-            self.close()
-            raise
-        self._pending: Any = None
-        self._resampler: Any = None
-        self._ended = False
-
-    def start(self) -> None:
-        """Set up re-encoding once the encoder is open (its frame size is known then)."""
-        if not self.copy:
-            ctx = self._stream.codec_context
-            self._resampler = av.AudioResampler(format=ctx.format, layout=ctx.layout,
-                                                rate=ctx.sample_rate,
-                                                frame_size=ctx.frame_size or None)
-
-    def pump(self, until_s: float) -> None:
-        """Mux every packet that starts before ``until_s`` seconds."""
-        while not self._ended:
-            packet = self._pending if self._pending is not None else self._next()
-            if packet is None:
-                self._ended = True
-                return
-            start = packet.pts if packet.pts is not None else packet.dts
-            if start is not None and float(start * self._time_base) >= until_s:
-                self._pending = packet
-                return
-            self._pending = None
-            self._mux(packet)
-
-    def finish(self, until_s: float) -> None:
-        """Mux the audio up to ``until_s`` (the end of the video) and flush the encoder."""
-        self.pump(until_s)
-        if not self.copy:
-            self._encode(None)
-
-    def close(self) -> None:
-        """Close the input file (safe to call twice)."""
-        if not self._closed:
-            self._closed = True
-            self._input.close()
-
-    def _next(self) -> Any:
-        try:
-            return next(self._packets)
-        except StopIteration:
-            return None
-        except av.FFmpegError:  # a truncated input: the audio ends here too
-            return None
-
-    def _mux(self, packet: Any) -> None:
-        if self.copy:
-            # Skip the empty flush packet the demuxer yields last (size 0, no dts).
-            if packet.size == 0 or packet.dts is None:
-                return
-            packet.stream = self._stream
-            self._stream.container.mux(packet)
-            return
-        try:
-            decoded = packet.decode()
-        except av.FFmpegError:
-            return  # a damaged packet: a few ms of silence rather than a failed file
-        for frame in decoded:
-            self._encode(frame)
-
-    def _encode(self, frame: Any) -> None:
-        frames = self._resampler.resample(frame)
-        if frame is None:
-            frames = [*frames, None]
-        for f in frames:
-            if f is not None:
-                f.pts = None  # let the encoder number samples continuously
-            for packet in self._stream.encode(f):
-                self._stream.container.mux(packet)
 
 
 def _even(size_wh: tuple[int, int]) -> tuple[int, int]:
