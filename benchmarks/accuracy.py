@@ -21,12 +21,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
-import platform
 import sys
 from pathlib import Path
 
+import common
 import numpy as np
 
 from stream.align import fit_scale_shift
@@ -171,33 +169,6 @@ def evaluate(
     }
 
 
-def _synthetic_state_dict() -> dict:
-    """The tests' synthetic weights (seed 0), loaded from tests/synthetic_weights.py."""
-    import torch
-
-    path = Path(__file__).resolve().parent.parent / "tests" / "synthetic_weights.py"
-    spec = importlib.util.spec_from_file_location("synthetic_weights", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return {k: torch.from_numpy(v) for k, v in module.synthetic_state_dict(0).items()}
-
-
-def _machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, torch {torch.__version__}, "
-            f"numpy {np.__version__}")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the network on the motorcycle picture and print AbsRel and delta1."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -221,8 +192,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.synthetic:
-            state = _synthetic_state_dict()
-            origin = "synthetic (tests/synthetic_weights.py, seed 0)"
+            state, origin = common.state_dict(None)
         else:
             state = load_state_dict(args.weights)
             origin = str(args.weights) if args.weights else "default (env, cache or download)"
@@ -249,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic:
         print("*** SYNTHETIC WEIGHTS: the scores below are MEANINGLESS for accuracy; "
               "this run only proves the script works end to end. ***")
-    print(f"machine:  {_machine()}")
+    print(f"machine:  {common.machine()}")
     print(f"weights:  {origin}")
     print(f"backend:  {backend.name} on {backend.device}, inference {inference_ms:.1f} ms")
     print(f"data:     Middlebury 2014 motorcycle (skimage), {w}x{h}, "

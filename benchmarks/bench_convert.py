@@ -5,7 +5,7 @@ made by ``samples/make_samples.py``), in one run, it times:
 
   (a) the seed's loop: read a frame with OpenCV, the official-style transform, eager torch
       network, bicubic resize, min-max, ``cv2.applyColorMap`` Inferno, ``cv2.VideoWriter``;
-  (b) ``stream.pipeline.convert`` with default settings (default backend, smoothing on,
+  (b) ``stream.convert`` with default settings (default backend, smoothing on,
       H.264 + audio copy);
   (c) the backend alone (``Backend.imap``) on the same frames, decoded and preprocessed
       beforehand,
@@ -20,49 +20,22 @@ the weights' values, so without ``--weights`` it uses the tests' synthetic check
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common
 import cv2
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from stream import DepthEstimator, MidasSmall, StreamSettings, convert, create_backend
+from stream.backends import default_threads
+from stream.transforms import preprocess_array
 
-from stream.backends import create_backend, default_threads  # noqa: E402
-from stream.inference import DepthEstimator  # noqa: E402
-from stream.model import MidasSmall  # noqa: E402
-from stream.pipeline import StreamSettings, convert  # noqa: E402
-from stream.transforms import preprocess_array  # noqa: E402
-from stream.weights import load_state_dict  # noqa: E402
-
-CLIP = ROOT / "samples" / "clip.mp4"
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else what ``platform`` says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def bench_state_dict(weights: str | None) -> dict:
-    """The checkpoint to time: ``weights`` if given, else the tests' synthetic one."""
-    if weights:
-        return load_state_dict(weights)
-    from synthetic_weights import synthetic_state_dict
-
-    return {k: torch.from_numpy(v) for k, v in synthetic_state_dict(0).items()}
+CLIP = common.ROOT / "samples" / "clip.mp4"
 
 
 def trimmed_clip(frames: int, folder: Path) -> Path:
@@ -156,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto")
     args = parser.parse_args(argv)
 
-    state = bench_state_dict(args.weights)
+    state, origin = common.state_dict(args.weights)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -179,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         estimator.close()
 
     med = {k: statistics.median(v) for k, v in rows.items()}
-    print(f"machine: {cpu_model()}, {default_threads()} cores, {platform.system()}, "
-          f"Python {platform.python_version()}, torch {torch.__version__}")
+    print(f"machine: {common.machine()}")
+    print(f"weights: {origin}")
     print(f"clip: {args.frames} frames 640x480, backend {estimator.backend.name}, "
           f"median of {args.repeats}")
     print()

@@ -13,21 +13,13 @@ the weights' values).
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+import common
 
-from bench_convert import bench_state_dict, cpu_model  # noqa: E402
-from helpers_video import MjpegServer  # noqa: E402
-
-from stream.backends import create_backend, default_threads  # noqa: E402
-from stream.inference import DepthEstimator  # noqa: E402
-from stream.pipeline import Pipeline, StreamSettings  # noqa: E402
-from stream.sources import LiveSource  # noqa: E402
+from stream import DepthEstimator, Pipeline, StreamSettings, create_backend
+from stream.sources import LiveSource
+from tests.support.mjpeg import MjpegServer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,16 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--weights", help="checkpoint (default: the tests' synthetic one)")
     args = parser.parse_args(argv)
-    state = bench_state_dict(args.weights)
+    state, origin = common.state_dict(args.weights)
     estimator = DepthEstimator(create_backend(args.backend, state, live=True))
-    with MjpegServer(ROOT / "samples" / "clip.mp4", fps=30, max_s=args.seconds + 30).start() \
-            as camera:
+    clip = common.ROOT / "samples" / "clip.mp4"
+    with MjpegServer(clip, fps=30, max_s=args.seconds + 30).start() as camera:
         source = LiveSource.from_url(camera.url)
         settings = StreamSettings(duration_s=args.seconds)
         stats = Pipeline(source, estimator, [], settings).start().join(args.seconds + 60)
     estimator.close()
-    print(f"machine: {cpu_model()}, {default_threads()} cores, {platform.system()}, "
-          f"Python {platform.python_version()}, backend {estimator.backend.name}")
+    print(f"machine: {common.machine()}")
+    print(f"weights: {origin}, backend {estimator.backend.name}")
     print(f"{args.seconds:.0f} s of a 640x480 MJPEG camera at 30 fps on 127.0.0.1")
     print(f"frames read {stats.frames_read}, inferred {stats.frames_inferred}, "
           f"dropped {stats.frames_dropped}, shown {stats.frames_written} ({stats.fps:.1f} fps)")

@@ -25,19 +25,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
 
+import common
 import cv2
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-
-from stream.align import fit_scale_shift  # noqa: E402
-from stream.colormap import DisplayRange, minmax  # noqa: E402
-from stream.smoothing import DEFAULT_STRENGTH, TemporalSmoother  # noqa: E402
+from stream.align import fit_scale_shift
+from stream.colormap import DisplayRange, minmax
+from stream.smoothing import DEFAULT_STRENGTH, TemporalSmoother
 
 __all__ = ["GOALS", "Scene", "make_scene", "run", "goals_met", "time_smoother", "main"]
 
@@ -288,10 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     size_hw = tuple(int(v) for v in args.size.lower().split("x"))
 
     print(f"# Temporal stability ({args.frames} frames, {size_hw[0]}x{size_hw[1]})")
-    print(
-        f"python {platform.python_version()}, numpy {np.__version__}, opencv {cv2.__version__}, "
-        f"{platform.machine()}, {os.cpu_count()} cpus, cv2 threads {cv2.getNumThreads()}"
-    )
+    print(f"{common.machine()}, cv2 threads {cv2.getNumThreads()}")
     print()
     result = run(args.frames, size_hw, args.seed, DEFAULT_STRENGTH)
     print(f"## Default strength {DEFAULT_STRENGTH} (seed {args.seed})")

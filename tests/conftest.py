@@ -1,26 +1,21 @@
-"""Shared fixtures: synthetic MiDaS small weights (official keys and shapes, seeded values)."""
+"""Shared fixtures: synthetic MiDaS small weights and caches kept apart from the user's.
+
+Helpers that are not fixtures live in the ``support`` package (``tests/support``).
+"""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-TESTS = Path(__file__).parent
-sys.path.insert(0, str(TESTS))
-
-from synthetic_weights import synthetic_state_dict  # noqa: E402
-
-DATA = TESTS / "data"
-CASES = ("case_4x3", "case_16x9", "case_portrait")
+from support.weights import synthetic_torch_state_dict
 
 
 @pytest.fixture(scope="session")
 def state_dict() -> dict:
     """Synthetic weights (seed 0, as the golden data) as a dict of torch tensors."""
-    return {k: torch.from_numpy(v) for k, v in synthetic_state_dict(0).items()}
+    return synthetic_torch_state_dict(0)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers_video import NTSC, MjpegServer, cheap_estimator, make_clip, pattern, read_video
+from support.clips import NTSC, make_clip, pattern, read_video
+from support.fakes import cheap_estimator
+from support.mjpeg import MjpegServer
 
 import stream.api as api
 from stream.api import DepthStream, clear_cache, estimate

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
+from support.golden import DATA
 
 from cli import ExitStatus, main
 from stream.colormap import colorize, minmax

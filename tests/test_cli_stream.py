@@ -23,17 +23,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers_video import (
+from support.clips import (
     NTSC,
-    MjpegServer,
     audio_duration_s,
-    cheap_estimator,
     make_audio_only,
     make_clip,
     pattern,
     read_video,
     truncate,
 )
+from support.fakes import cheap_estimator
+from support.mjpeg import MjpegServer
 
 from cli import main
 from stream.backends import TorchBackend

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import CASES, DATA
+from support.golden import CASES, DATA
 
 from stream.model import MidasSmall
 from stream.transforms import preprocess, resize_depth

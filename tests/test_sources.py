@@ -8,7 +8,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from helpers_video import NTSC, MjpegServer, make_audio_only, make_clip, pattern, truncate
+from support.clips import NTSC, make_audio_only, make_clip, pattern, truncate
+from support.mjpeg import MjpegServer
 
 from stream.errors import SourceError
 from stream.sources import FileSource, LiveSource

@@ -1,9 +1,11 @@
-"""Deterministic synthetic weights for the MiDaS v2.1 small (midas_v21_small_256) network.
+"""Synthetic weights: a seeded MiDaS v2.1 small checkpoint (reads tests/data/schema.json).
 
 The official checkpoint cannot be downloaded in an offline test run, so tests fill a state
-dict of exactly the official key names and shapes (schema.json) with reproducible random
-values and compare the network's output against golden outputs made with the reference
-implementation from the same values.
+dict of exactly the official key names and shapes (``tests/data/schema.json``) with
+reproducible random values and compare the network's output against golden outputs made
+with the reference implementation from the same values. The benchmarks time the network
+with the same checkpoint (speed does not depend on the values); they import this module as
+``tests.support.weights``, so this is the recipe's only copy.
 
 Recipe, in schema order, one numpy PCG64 generator seeded once:
   * a module is a batch norm when "<prefix>.running_mean" is in the schema:
@@ -14,21 +16,37 @@ Recipe, in schema order, one numpy PCG64 generator seeded once:
   * any other "bias": N(0, 0.05)
 Values are drawn in float64 and stored as float32 (num_batches_tracked as int64).
 """
+
+from __future__ import annotations
+
 import json
 from pathlib import Path
 
 import numpy as np
 
-SCHEMA = Path(__file__).parent / "data" / "schema.json"
+from .golden import SCHEMA
+
+__all__ = ["synthetic_state_dict", "synthetic_torch_state_dict"]
 
 
-def synthetic_state_dict(seed: int, schema_path: Path = SCHEMA) -> dict:
-    """Return {key: numpy array} with the official key names, shapes and dtypes."""
+def synthetic_state_dict(seed: int, schema_path: str | Path = SCHEMA) -> dict[str, np.ndarray]:
+    """The synthetic checkpoint as numpy arrays.
+
+    Args:
+        seed: the generator's seed (the golden data uses 0).
+        schema_path: ``[key, shape, dtype]`` list of the checkpoint, in order.
+
+    Returns:
+        ``{key: array}`` with the official key names, shapes and dtypes.
+
+    Raises:
+        ValueError: a schema entry no rule of the recipe covers.
+    """
     schema = json.loads(Path(schema_path).read_text())
     keys = {k for k, _, _ in schema}
     rng = np.random.Generator(np.random.PCG64(seed))
     out = {}
-    for key, shape, dtype in schema:
+    for key, shape, _ in schema:
         prefix, name = key.rsplit(".", 1)
         is_bn = f"{prefix}.running_mean" in keys
         if name == "num_batches_tracked":
@@ -53,6 +71,8 @@ def synthetic_state_dict(seed: int, schema_path: Path = SCHEMA) -> dict:
     return out
 
 
-if __name__ == "__main__":
-    sd = synthetic_state_dict(0)
-    print(len(sd), sum(v.size for v in sd.values()))
+def synthetic_torch_state_dict(seed: int = 0) -> dict:
+    """:func:`synthetic_state_dict` as torch tensors, ready for ``load_state_dict``."""
+    import torch
+
+    return {k: torch.from_numpy(v) for k, v in synthetic_state_dict(seed).items()}
