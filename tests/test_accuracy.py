@@ -1,15 +1,8 @@
 """Tests for benchmarks/accuracy.py: alignment, AbsRel and delta1 on constructed cases."""
 
-import importlib.util
-from pathlib import Path
-
+import accuracy  # benchmarks/accuracy.py; benchmarks/ is on pytest's pythonpath
 import numpy as np
 import pytest
-
-_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "accuracy.py"
-_spec = importlib.util.spec_from_file_location("accuracy", _PATH)
-accuracy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(accuracy)
 
 
 def _gt_inv(seed=0, shape=(24, 32)):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -365,15 +362,9 @@ def test_a_change_in_the_picture_stops_the_blend_where_depth_barely_changes():
 
 
 def _load_benchmark():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "temporal.py"
-    spec = importlib.util.spec_from_file_location("_temporal_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(spec.name, None)
-    return module
+    import temporal  # benchmarks/ is on pytest's pythonpath (pyproject.toml)
+
+    return temporal
 
 
 def test_benchmark_goals_hold_on_a_short_run():
