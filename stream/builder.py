@@ -240,16 +240,13 @@ def convert(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike | None,
     settings: StreamSettings | None = None,
-    estimator: DepthEstimator | None = None,
-    progress: Progress | None = None,
-    stop_event: threading.Event | None = None,
-    extra_sinks: Iterable[Sink] = (),
+    **options: Any,
 ) -> RunStats:
     """Convert a video file to a depth video (and/or raw depth); return the run's stats.
 
     Every frame is converted, in order, at the input's frame rate and timestamps, with
-    the input's audio. See :func:`build_convert` for the arguments and errors; a
-    truncated input converts what decodes and lists a warning in the stats.
+    the input's audio. ``options`` are :func:`build_convert`'s (``estimator``,
+    ``progress``, ``stop_event``, ``extra_sinks``), as are the errors; a truncated input
+    converts what decodes and lists a warning in the stats.
     """
-    return run(build_convert(input_path, output_path, settings, estimator, progress,
-                             stop_event, extra_sinks))
+    return run(build_convert(input_path, output_path, settings, **options))
