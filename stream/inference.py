@@ -20,7 +20,7 @@ from .backends import Backend
 from .errors import ConfigError
 from .transforms import preprocess_array, resize_depth
 
-__all__ = ["DepthEstimator", "SharedEstimator", "create_estimator"]
+__all__ = ["DepthEstimator", "SharedEstimator", "TurnLock", "create_estimator"]
 
 T = TypeVar("T")
 
@@ -68,14 +68,42 @@ class DepthEstimator:
         self.backend.close()
 
 
+class TurnLock:
+    """A lock handed over in the order it was asked for (first come, first served).
+
+    ``threading.Lock`` is not fair: the thread that releases it can take it again
+    before a waiting thread wakes, so a stream of calls can keep another caller
+    waiting for the whole stream.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> TurnLock:
+        with self._cond:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while ticket != self._serving:
+                self._cond.wait()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+
 class SharedEstimator(DepthEstimator):
     """A :class:`DepthEstimator` that several threads share: it owns a lock, one user at a time.
 
-    Every call runs the wrapped estimator under :attr:`lock`, so two inferences never
-    split the cores between them. :meth:`predict_many` takes the lock per item, not for
-    the whole stream: a video being converted holds the network for one frame at a time,
-    and a live viewer's frame waits for at most one video frame. (The price: a backend
-    does not keep several of the stream's frames in flight.)
+    Every call runs the wrapped estimator under :attr:`lock` (a :class:`TurnLock`, so
+    callers take turns in arrival order), and two inferences never split the cores
+    between them. :meth:`predict_many` takes the lock per item, not for the whole
+    stream: a video being converted holds the network for one frame at a time, and a
+    live viewer's frame waits for at most one video frame. (The price: a backend does
+    not keep several of the stream's frames in flight.)
 
     Args:
         estimator: the estimator to share; closing either closes its backend.
@@ -88,7 +116,7 @@ class SharedEstimator(DepthEstimator):
     def __init__(self, estimator: DepthEstimator) -> None:
         super().__init__(estimator.backend)
         self.inner = estimator
-        self.lock = threading.Lock()
+        self.lock = TurnLock()
 
     def predict_net(self, rgb: np.ndarray) -> np.ndarray:
         """Network-size output float32 ``[h, w]`` for an RGB uint8 picture."""

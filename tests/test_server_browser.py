@@ -16,14 +16,16 @@ import cv2
 import numpy as np
 import pytest
 from flask import Flask
-from helpers_video import MjpegServer, cheap_estimator, make_clip
+from support.clips import make_clip
+from support.fakes import cheap_estimator
+from support.mjpeg import MjpegServer
 from werkzeug.serving import make_server
 
 from stream.backends import TorchBackend
 from stream.colormap import colorize, minmax
 from stream.inference import DepthEstimator
-from stream.server import DepthServer, create_app
 from stream.sources import LiveSource
+from stream.web import DepthServer, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -28,14 +28,15 @@ import cv2
 import numpy as np
 import pytest
 from flask import Flask
-from helpers_video import MjpegServer, cheap_estimator
+from support.fakes import cheap_estimator
+from support.mjpeg import MjpegServer
 from werkzeug.serving import make_server
 
 from stream.backends import TorchBackend
 from stream.errors import ConfigError, SinkError, SourceError
 from stream.inference import DepthEstimator
-from stream.server import DepthServer, create_app, serve
 from stream.sources import LiveSource
+from stream.web import DepthServer, create_app, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300.0
@@ -156,7 +157,7 @@ def test_twenty_concurrent_uploads_all_complete_with_their_own_result(app: Flask
 
 
 def test_serve_runs_until_interrupted(weights_file: Path, tmp_path: Path) -> None:
-    code = ("import sys; from stream.server import serve; "
+    code = ("import sys; from stream.web import serve; "
             "serve(port=0, data_dir=sys.argv[1], weights=sys.argv[2], backend='torch')")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "data"),
