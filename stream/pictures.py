@@ -15,14 +15,21 @@ import numpy as np
 
 from .colormap import colorize, minmax
 from .errors import SinkError, SourceError
-from .files import check_output_path
+from .files import check_not_input, check_output_path
 from .inference import DepthEstimator
 from .settings import RenderSettings
 from .sinks import write_depth_raw, write_image
 from .sources import find_images, read_image
 from .transforms import to_rgb
 
-__all__ = ["PictureSettings", "PictureResult", "render_picture", "plan_outputs", "run_pictures"]
+__all__ = [
+    "PictureSettings",
+    "PictureResult",
+    "render_picture",
+    "raw_stem",
+    "plan_outputs",
+    "run_pictures",
+]
 
 
 @dataclass(frozen=True)
@@ -57,17 +64,24 @@ def render_picture(bgr: np.ndarray, depth: np.ndarray, settings: PictureSettings
     return np.hstack([bgr, colour]) if settings.side else colour
 
 
-def plan_outputs(inputs: list[str | os.PathLike], out: str | os.PathLike | None,
-                 overwrite: bool = False) -> list[tuple[Path, Path]]:
-    """Pair each input picture with its colour PNG path, checking both before any work.
+def raw_stem(colour_png: Path) -> Path:
+    """Where ``--raw`` writes next to a colour PNG: ``<stem>_depth16`` (+ ``.png``/``.npy``)."""
+    return colour_png.with_name(colour_png.stem.removesuffix("_depth") + "_depth16")
 
-    One picture and ``out`` ending in an image extension: that file. Otherwise ``out`` is a
-    folder (created if missing) holding ``<stem>.png`` per picture; no ``out``: the
-    current folder, ``<stem>_depth.png``.
+
+def plan_outputs(inputs: list[str | os.PathLike], out: str | os.PathLike | None,
+                 overwrite: bool = False, raw: bool = False) -> list[tuple[Path, Path]]:
+    """Pair each input picture with its colour PNG path, checking all outputs before any work.
+
+    One picture and ``out`` ending in ``.png``: that file. Otherwise every picture gets
+    ``<stem>_depth.png`` in the folder ``out`` (created if missing; the current folder
+    without ``out``), so a folder can be its own output folder. With ``raw``,
+    ``<stem>_depth16.png`` and ``.npy`` go next to each colour PNG.
 
     Raises:
         SourceError: missing inputs or empty folders.
-        SinkError: outputs that exist (without ``overwrite``) or collide.
+        SinkError: an output is one of the inputs (never overwritten, not even with
+            ``overwrite``), exists (without ``overwrite``), or two outputs collide.
     """
     pictures = find_images(inputs)
     if out is not None and len(pictures) == 1 and Path(out).suffix.lower() == ".png":
@@ -76,19 +90,24 @@ def plan_outputs(inputs: list[str | os.PathLike], out: str | os.PathLike | None,
         raise SinkError(f"output must be a .png file or a folder, got {out}")
     else:
         folder = Path(out) if out is not None else Path.cwd()
-        suffix = ".png" if out is not None else "_depth.png"
         if folder.exists() and not folder.is_dir():
             raise SinkError(f"output is a file, but several pictures need a folder: {folder}")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SinkError(f"cannot create output folder {folder}: {exc.strerror}") from exc
-        pairs = [(p, folder / f"{p.stem}{suffix}") for p in pictures]
+        pairs = [(p, folder / f"{p.stem}_depth.png") for p in pictures]
+    written = [(dst, src) for src, dst in pairs]
+    if raw:
+        written += [(raw_stem(dst).with_suffix(ext), src)
+                    for src, dst in pairs for ext in (".png", ".npy")]
+    check_not_input([dst for dst, _ in written], pictures)
     seen: dict[Path, Path] = {}
-    for src, dst in pairs:
-        if dst in seen:
-            raise SinkError(f"{src} and {seen[dst]} would both be written to {dst}")
-        seen[dst] = src
+    for dst, src in written:
+        key = dst.resolve()
+        if key in seen:
+            raise SinkError(f"{src} and {seen[key]} would both be written to {dst}")
+        seen[key] = src
         check_output_path(dst, overwrite=overwrite)
     return pairs
 
@@ -117,7 +136,6 @@ def run_pictures(
         lo, hi = minmax(depth)
         written = [write_image(dst, render_picture(bgr, depth, settings))]
         if settings.raw:
-            stem = dst.with_name(dst.stem.removesuffix("_depth") + "_depth16")
-            written += write_depth_raw(stem, depth, lo, hi, npy=True)
+            written += write_depth_raw(raw_stem(dst), depth, lo, hi, npy=True)
         results.append(PictureResult(src, tuple(written), lo, hi, ms))
     return results

@@ -1,13 +1,16 @@
 """Sources: everything that reads pictures, video files, cameras and stream URLs.
 
 Reads files and devices (PyAV, OpenCV); starts no threads (a source is read on the
-pipeline's capture thread, and a realtime file is paced there). A video source yields :class:`stream.records.Frame` s: files decoded with PyAV (every frame, in
-order, timestamped from pts and time base), cameras and URLs through
-``cv2.VideoCapture`` (stamped with a monotonic clock).
+pipeline's capture thread, and a realtime file is paced there). A video source yields
+:class:`stream.records.Frame` s: files decoded with PyAV (every frame, in order,
+timestamped from pts and time base, turned upright by their display rotation), cameras
+and URLs through ``cv2.VideoCapture`` (stamped with a monotonic clock).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import threading
 import time
@@ -15,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import av
 import cv2
@@ -31,6 +34,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "read_image",
     "find_images",
+    "OUTPUT_SUFFIXES",
     "Source",
     "FileSource",
     "LiveSource",
@@ -62,8 +66,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return image
 
 
+OUTPUT_SUFFIXES = ("_depth", "_depth16")
+"""Name endings of what ``image`` writes next to a picture (``<stem>_depth.png``...)."""
+
+
 def find_images(inputs: list[str | os.PathLike]) -> list[Path]:
     """Expand files and folders (pictures directly inside, sorted by name) into picture paths.
+
+    In a folder, a ``<stem>_depth.png`` or ``<stem>_depth16.png`` next to a picture
+    ``<stem>.*`` is an earlier run's output, not an input: a folder can be its own
+    output folder, and running again finds the same pictures. Files named on the
+    command line are always inputs.
 
     Raises:
         SourceError: an input is missing, or a folder holds no pictures.
@@ -73,6 +86,8 @@ def find_images(inputs: list[str | os.PathLike]) -> list[Path]:
         if item.is_dir():
             pictures = sorted(p for p in item.iterdir()
                               if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            stems = {p.stem for p in pictures}
+            pictures = [p for p in pictures if not _is_output_of(p, stems)]
             if not pictures:
                 raise SourceError(f"no pictures in folder {item}")
             found.extend(pictures)
@@ -81,6 +96,14 @@ def find_images(inputs: list[str | os.PathLike]) -> list[Path]:
         else:
             raise SourceError(f"no such file or folder: {item}")
     return found
+
+
+def _is_output_of(path: Path, stems: set[str]) -> bool:
+    """``path`` is ``<stem>_depth.png`` (or ``_depth16``) for a ``stem`` in ``stems``."""
+    if path.suffix.lower() != ".png":
+        return False
+    return any(path.stem.endswith(end) and path.stem[: -len(end)] in stems
+               for end in OUTPUT_SUFFIXES)
 
 
 class Source:
@@ -111,7 +134,13 @@ class Source:
 
 
 class FileSource(Source):
-    """A video file decoded with PyAV: every frame, in order, stamped from its pts.
+    """A video file decoded with PyAV: every frame, in order, stamped from its pts, upright.
+
+    A display rotation (the display-matrix side data phones write, or an older file's
+    ``rotate`` tag) is applied to every decoded frame, so frames, :attr:`info` and every
+    output are upright: a portrait phone video is portrait. The first frame is decoded
+    when the source is built, to learn the rotation (and to fail early on a file of
+    which nothing decodes).
 
     Args:
         path: a video file (any container and codec FFmpeg reads).
@@ -119,8 +148,12 @@ class FileSource(Source):
         live: treat it as a live source downstream (latest-frame-wins queues, drops
             counted); default: the same as ``realtime``.
 
+    Attributes:
+        rotation: clockwise degrees (0, 90, 180 or 270) applied to the stored frames.
+
     Raises:
-        SourceError: the file is missing, empty, not a video, or has no video stream.
+        SourceError: the file is missing, empty, not a video, has no video stream, or
+            not one frame of it decodes.
 
     Example:
         >>> with FileSource("clip.mp4") as src:  # doctest: +SKIP
@@ -144,28 +177,50 @@ class FileSource(Source):
             self._container = av.open(str(self.path))
         except (av.FFmpegError, OSError) as exc:
             raise SourceError(f"cannot read {self.path} as a video: {av_reason(exc)}") from exc
+        self._stop: threading.Event | None = None
+        self._bad_packets, self._first_error = 0, ""
         try:
-            self.info = self._probe()
+            stream = self._video_stream()
+            self._decoded = self._decode_packets(stream)
+            self._first = next(self._decoded, None)
+            if self._first is None:
+                detail = f" ({self._first_error})" if self._bad_packets else ""
+                raise SourceError(f"no frame of {self.path} decodes{detail}")
+            self.rotation = _rotation(self._first, stream)
+            self.info = self._probe(stream)
         except BaseException:
             self._container.close()
             raise
         self._closed = False
 
-    def _probe(self) -> VideoInfo:
+    def _video_stream(self) -> Any:
         container = self._container
         if not container.streams.video:
             raise SourceError(f"{self.path} has no video stream")
         stream = container.streams.video[0]
+        # A stream FFmpeg can demux but has no decoder for (an SVG without librsvg) has
+        # no codec context and no picture size: not a video.
+        ctx = stream.codec_context
+        if ctx is None or not ctx.width or not ctx.height:
+            raise SourceError(f"{self.path} is not a video: its picture stream cannot be "
+                              f"decoded here ({container.format.name})")
+        return stream
+
+    def _probe(self, stream: Any) -> VideoInfo:
+        container = self._container
         rate = stream.average_rate or stream.guessed_rate
         duration_s = None
         if stream.duration is not None and stream.time_base is not None:
             duration_s = float(stream.duration * stream.time_base)
         elif container.duration is not None:
             duration_s = container.duration / av.time_base
+        width, height = self._first.width, self._first.height
+        if self.rotation in (90, 270):
+            width, height = height, width
         try:
             return VideoInfo(
-                width=stream.codec_context.width,
-                height=stream.codec_context.height,
+                width=width,
+                height=height,
                 rate=Fraction(rate) if rate else None,
                 frames=stream.frames or None,
                 duration_s=duration_s,
@@ -177,71 +232,141 @@ class FileSource(Source):
             raise SourceError(f"{self.path}: unusable video stream ({exc})") from exc
 
     def frames(self, stop: threading.Event | None = None) -> Iterator[Frame]:
-        """Yield every decodable frame in presentation order, then close the file.
+        """Yield every decodable frame, upright, in presentation order; then close the file.
 
         A packet that does not decode (a damaged or truncated file) is skipped and
-        counted; the count lands in :attr:`warnings`. If no frame decodes at all, that is
-        an error.
-
-        Raises:
-            SourceError: not a single frame decodes.
+        counted; the count lands in :attr:`warnings`.
         """
+        self._stop = stop
         try:
-            yield from self._decode(stop)
+            yield from self._frames(stop)
         finally:
             self.close()
 
-    def _decode(self, stop: threading.Event | None) -> Iterator[Frame]:
-        stream = self._container.streams.video[0]
-        time_base = stream.time_base
-        step = round(1 / (self.info.rate * time_base)) if self.info.rate and time_base else 1
-        index, bad_packets, last_pts = 0, 0, None
-        first_error = ""
-        clock: tuple[float, float] | None = None  # (monotonic, timestamp) of the first frame
+    def _decode_packets(self, stream: Any) -> Iterator[Any]:
+        """PyAV frames of ``stream``; damaged packets are skipped and counted."""
         packets = self._container.demux(stream)
-        while stop is None or not stop.is_set():
+        while self._stop is None or not self._stop.is_set():
             try:
                 packet = next(packets)
             except StopIteration:
-                break
+                return
             except av.FFmpegError as exc:  # the container itself is cut short
-                bad_packets += 1
-                first_error = first_error or av_reason(exc)
-                break
+                self._skip(exc)
+                return
             try:
                 decoded = packet.decode()
             except av.FFmpegError as exc:  # one damaged packet: skip it, keep going
-                bad_packets += 1
-                first_error = first_error or av_reason(exc)
+                self._skip(exc)
                 continue
-            for av_frame in decoded:
-                pts = av_frame.pts
-                if pts is None:  # some raw streams carry no pts: continue the sequence
-                    pts = 0 if last_pts is None else last_pts + step
-                last_pts = pts
-                timestamp = float(pts * time_base) if time_base else index / float(
-                    self.info.rate or 30)
-                if self.realtime:
-                    clock = clock or (time.monotonic(), timestamp)
-                    if _sleep(clock[0] + (timestamp - clock[1]) - time.monotonic(), stop):
-                        return
-                yield Frame(index, timestamp, av_frame.to_ndarray(format="bgr24"), pts=pts)
-                index += 1
-        if index == 0 and bad_packets:
-            raise SourceError(f"no frame of {self.path} decodes ({first_error})")
+            yield from decoded
+
+    def _skip(self, exc: BaseException) -> None:
+        self._bad_packets += 1
+        self._first_error = self._first_error or av_reason(exc)
+
+    def _frames(self, stop: threading.Event | None) -> Iterator[Frame]:
+        time_base = self._container.streams.video[0].time_base
+        rate = self.info.rate
+        step = round(1 / (rate * time_base)) if rate and time_base else 1
+        index, last_pts = 0, None
+        clock: tuple[float, float] | None = None  # (monotonic, timestamp) of the first frame
+        first, self._first = self._first, None
+        decoded = self._decoded if first is None else itertools.chain([first], self._decoded)
+        for av_frame in decoded:
+            if stop is not None and stop.is_set():
+                break
+            pts = av_frame.pts
+            if pts is None:  # some raw streams carry no pts: continue the sequence
+                pts = 0 if last_pts is None else last_pts + step
+            last_pts = pts
+            timestamp = float(pts * time_base) if time_base else index / float(rate or 30)
+            if self.realtime:
+                clock = clock or (time.monotonic(), timestamp)
+                if _sleep(clock[0] + (timestamp - clock[1]) - time.monotonic(), stop):
+                    return
+            image = _upright(av_frame.to_ndarray(format="bgr24"), self.rotation)
+            yield Frame(index, timestamp, image, pts=pts)
+            index += 1
         expected = self.info.frames
-        if bad_packets or (expected and index < expected and (stop is None or not stop.is_set())):
+        stopped = stop is not None and stop.is_set()
+        if self._bad_packets or (expected and index < expected and not stopped):
             of = f" of {expected}" if expected else ""
+            skipped = (f", {self._bad_packets} packet(s) skipped ({self._first_error})"
+                       if self._bad_packets else "")
             self.warnings.append(
-                f"{self.path} is damaged or truncated: {index}{of} frames decoded"
-                + (f", {bad_packets} packet(s) skipped ({first_error})" if bad_packets else "")
-            )
+                f"{self.path} is damaged or truncated: {index}{of} frames decoded{skipped}")
+
+    def seek(self, pts: int) -> None:
+        """Decode from the keyframe at or before ``pts`` on (call before :meth:`frames`).
+
+        For a piece of a long file (``depthstream batch`` segments): frames then come from
+        that keyframe, with their own pts; their indexes still count from 0.
+
+        Raises:
+            SourceError: the file cannot seek there.
+        """
+        self._first = None  # decoded to probe the file: it lies before the seek point
+        try:
+            self._container.seek(int(pts), stream=self._container.streams.video[0],
+                                 backward=True, any_frame=False)
+        except av.FFmpegError as exc:
+            raise SourceError(f"cannot seek in {self.path}: {av_reason(exc)}") from exc
 
     def close(self) -> None:
         """Close the file (safe to call twice)."""
         if not getattr(self, "_closed", True):
             self._closed = True
+            self._first = None
             self._container.close()
+
+
+_ROTATE_CLOCKWISE = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180,
+                     270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+
+
+def _upright(image: np.ndarray, clockwise: int) -> np.ndarray:
+    """``image`` turned ``clockwise`` degrees (a multiple of 90)."""
+    return cv2.rotate(image, _ROTATE_CLOCKWISE[clockwise]) if clockwise else image
+
+
+def _rotation(frame: Any, stream: Any) -> int:
+    """Clockwise degrees (0, 90, 180, 270) that make a stream's frames upright.
+
+    From the frame's display matrix (what FFmpeg reads from an MP4's track header or
+    a Matroska projection), else the stream's ``rotate`` tag (clockwise, as older
+    FFmpeg versions wrote it). A mirrored matrix is applied as its rotation only;
+    angles that are not a multiple of 90 are ignored.
+    """
+    degrees = None
+    for side_data in getattr(frame, "side_data", ()):
+        if side_data.type.name == "DISPLAYMATRIX":
+            degrees = _matrix_clockwise(bytes(side_data))
+            break
+    if degrees is None:
+        tags = {str(k).lower(): v for k, v in (stream.metadata or {}).items()}
+        try:
+            degrees = float(tags.get("rotate", 0))
+        except ValueError:
+            degrees = 0.0
+    quarter = round(degrees / 90) % 4
+    return quarter * 90 if abs(degrees / 90 - round(degrees / 90)) < 0.02 else 0
+
+
+def _matrix_clockwise(data: bytes) -> float | None:
+    """Clockwise display angle of FFmpeg's 3x3 display matrix (16.16 fixed point).
+
+    The inverse of ``av_display_rotation_get``, which returns the counter-clockwise
+    angle by which the matrix turns the picture for display.
+    """
+    if len(data) < 36:
+        return None
+    m = np.frombuffer(data[:36], dtype=np.int32).astype(np.float64) / 65536.0
+    scale0, scale1 = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
+    if scale0 == 0 or scale1 == 0:
+        return None
+    counterclockwise = -math.degrees(math.atan2(m[1] / scale1, m[0] / scale0))
+    return -counterclockwise
 
 
 class LiveSource(Source):

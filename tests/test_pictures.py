@@ -33,17 +33,17 @@ def test_one_picture_and_a_png_output_is_that_file(tmp_path):
     assert plan_outputs([src], tmp_path / "out.png") == [(src, tmp_path / "out.png")]
 
 
-def test_pictures_into_a_folder_are_named_after_their_stems(tmp_path):
+def test_pictures_into_a_folder_are_named_stem_depth(tmp_path):
     a, b = _picture(tmp_path / "a.png"), _picture(tmp_path / "b.jpg", 1)
     out = tmp_path / "new" / "folder"
-    assert plan_outputs([a, b], out) == [(a, out / "a.png"), (b, out / "b.png")]
+    assert plan_outputs([a, b], out) == [(a, out / "a_depth.png"), (b, out / "b_depth.png")]
     assert out.is_dir()  # made, and still empty: nothing is written while planning
     assert list(out.iterdir()) == []
 
 
 def test_one_picture_and_an_output_without_suffix_is_a_folder(tmp_path):
     src = _picture(tmp_path / "in.png")
-    assert plan_outputs([src], tmp_path / "out") == [(src, tmp_path / "out" / "in.png")]
+    assert plan_outputs([src], tmp_path / "out") == [(src, tmp_path / "out" / "in_depth.png")]
 
 
 def test_without_output_pictures_go_to_the_current_folder_as_stem_depth(tmp_path, monkeypatch):
@@ -62,7 +62,7 @@ def test_a_folder_input_gives_its_pictures_sorted_by_name(tmp_path):
     (folder / "sub").mkdir()
     pairs = plan_outputs([folder], tmp_path / "out")
     assert [src.name for src, _ in pairs] == ["a.jpg", "b.bmp", "c.png"]
-    assert [dst.name for _, dst in pairs] == ["a.png", "b.png", "c.png"]
+    assert [dst.name for _, dst in pairs] == ["a_depth.png", "b_depth.png", "c_depth.png"]
 
 
 @pytest.mark.parametrize("suffix", [".jpg", ".JPEG", ".bmp", ".webp"])
@@ -98,11 +98,12 @@ def test_an_existing_output_needs_overwrite(tmp_path):
     a, b = _picture(tmp_path / "a.png"), _picture(tmp_path / "b.png")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "b.png").write_bytes(b"old")
+    (out / "b_depth.png").write_bytes(b"old")
     with pytest.raises(SinkError, match="output exists"):
         plan_outputs([a, b], out)
-    assert plan_outputs([a, b], out, overwrite=True) == [(a, out / "a.png"), (b, out / "b.png")]
-    assert (out / "b.png").read_bytes() == b"old"  # planning replaces nothing
+    assert plan_outputs([a, b], out, overwrite=True) == [(a, out / "a_depth.png"),
+                                                         (b, out / "b_depth.png")]
+    assert (out / "b_depth.png").read_bytes() == b"old"  # planning replaces nothing
 
 
 def test_missing_inputs_and_empty_folders_are_source_errors(tmp_path):
@@ -146,7 +147,8 @@ def test_run_with_raw_also_writes_16_bit_png_and_npy(tmp_path):
     [result] = run_pictures(pairs, cheap_estimator(), PictureSettings(raw=True))
 
     out = tmp_path / "out"
-    assert result.outputs == (out / "cat.png", out / "cat_depth16.png", out / "cat_depth16.npy")
+    assert result.outputs == (out / "cat_depth.png", out / "cat_depth16.png",
+                              out / "cat_depth16.npy")
     depth = np.load(out / "cat_depth16.npy")
     expected, _ = cheap_estimator().predict(to_rgb(cv2.imread(str(src)), "bgr"))
     np.testing.assert_array_equal(depth, expected)
@@ -176,7 +178,7 @@ def test_a_picture_that_does_not_decode_is_reported_and_skipped(tmp_path):
 
     assert [r.source for r in results] == [good]
     assert len(errors) == 1 and "bad.png" in str(errors[0])
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_depth.png"]
 
 
 def test_a_picture_that_does_not_decode_raises_without_on_error(tmp_path):
@@ -186,3 +188,58 @@ def test_a_picture_that_does_not_decode_raises_without_on_error(tmp_path):
     with pytest.raises(SourceError, match="cannot read"):
         run_pictures(pairs, cheap_estimator(), PictureSettings())
     assert not (tmp_path / "out.png").exists()
+
+
+# -- never onto an input ------------------------------------------------------------------
+
+
+def test_a_folder_can_be_its_own_output_folder_and_a_rerun_finds_the_same_pictures(tmp_path):
+    pics = tmp_path / "pics"
+    a, b = _picture(pics / "a.png"), _picture(pics / "b.jpg", 1)
+    originals = {p: p.read_bytes() for p in (a, b)}
+    pairs = plan_outputs([pics], pics, raw=True)
+    assert pairs == [(a, pics / "a_depth.png"), (b, pics / "b_depth.png")]
+    run_pictures(pairs, cheap_estimator(), PictureSettings(raw=True))
+    assert {p: p.read_bytes() for p in (a, b)} == originals
+    # The outputs now sit next to the pictures: they are not taken for new inputs.
+    with pytest.raises(SinkError, match="output exists"):
+        plan_outputs([pics], pics, raw=True)
+    assert plan_outputs([pics], pics, overwrite=True, raw=True) == pairs
+
+
+def test_a_depth_named_picture_without_its_original_is_an_input(tmp_path):
+    pic = _picture(tmp_path / "pics" / "lake_depth.png")
+    assert plan_outputs([tmp_path / "pics"], tmp_path / "out") == [
+        (pic, tmp_path / "out" / "lake_depth_depth.png")]
+
+
+@pytest.mark.parametrize("raw", [False, True])
+@pytest.mark.parametrize("how", ["same path", "dot path", "symlink", "hard link"])
+def test_an_output_that_is_an_input_is_refused_even_with_overwrite(tmp_path, how, raw):
+    src = _picture(tmp_path / "pic.png")
+    out = {"same path": src, "dot path": tmp_path / "." / "pic.png",
+           "symlink": tmp_path / "link.png", "hard link": tmp_path / "hard.png"}[how]
+    if how == "symlink":
+        out.symlink_to(src)
+    elif how == "hard link":
+        out.hardlink_to(src)
+    before = src.read_bytes()
+    with pytest.raises(SinkError, match="would replace the input"):
+        plan_outputs([src], out, overwrite=True, raw=raw)
+    assert src.read_bytes() == before
+
+
+def test_a_raw_output_that_is_an_input_is_refused(tmp_path):
+    pics = tmp_path / "pics"
+    src = _picture(pics / "x.png")
+    other = _picture(tmp_path / "x_depth16.png", 1)  # the raw output of x, given as input
+    with pytest.raises(SinkError, match="would replace the input"):
+        plan_outputs([src, other], tmp_path, overwrite=True, raw=True)
+
+
+def test_an_output_folder_that_is_a_symlink_to_the_inputs_folder_is_safe(tmp_path):
+    pics = tmp_path / "pics"
+    a = _picture(pics / "a.png")
+    (tmp_path / "alias").symlink_to(pics)
+    [(src, dst)] = plan_outputs([pics], tmp_path / "alias")
+    assert src == a and dst.resolve() == (pics / "a_depth.png").resolve()
