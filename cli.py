@@ -14,6 +14,7 @@ from stream.settings import (
     BackendName,
     Device,
     Layout,
+    Precision,
     RawFormat,
     StreamSettings,
     choices,
@@ -46,6 +47,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="inference engine (default: auto = OpenVINO when installed, else torch)")
     g.add_argument("--device", choices=choices(Device), default="cpu",
                    help="torch device (default: cpu)")
+    g.add_argument("--precision", choices=choices(Precision), default="auto",
+                   help="network precision (default: auto = int8 where its self-check against "
+                        "fp32 passed, else fp32; int8 is made once per checkpoint, OpenVINO only)")
 
 
 def _colour_options(p: argparse.ArgumentParser) -> None:
@@ -128,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest video upload (default: 500)")
     _model_options(p)
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("info", help="the checkpoint, its cached models and int8's self-check",
+                       description="Show which checkpoint is used, which OpenVINO models are "
+                                   "cached for it, and how the int8 model agreed with fp32. "
+                                   "With --precision, make that model first if it is missing.")
+    p.add_argument("--weights", metavar="PATH",
+                   help="the checkpoint (default: $DEPTHSTREAM_WEIGHTS or the cache; no download)")
+    p.add_argument("--precision", choices=("fp32", "int8"), default=None,
+                   help="make this model now if it is not cached (int8: about a minute, once)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_info)
     return parser
 
 
@@ -169,7 +184,8 @@ def _stream_settings(args: argparse.Namespace) -> StreamSettings:
         smooth=smooth_strength(args.smooth, off=args.no_smooth), raw_dir=args.raw,
         raw_unsmoothed=args.raw_unsmoothed, raw_format=args.raw_format,
         overwrite=args.overwrite, backend=args.backend, device=args.device,
-        weights=args.weights, duration_s=getattr(args, "duration", None),
+        weights=args.weights, precision=args.precision,
+        duration_s=getattr(args, "duration", None),
         stats_path=args.stats,
     )
 
@@ -278,6 +294,36 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
+def _cmd_info(args: argparse.Namespace) -> int:
+    from stream.backends import model_report
+
+    report = model_report(args.weights, args.precision)
+    if args.json:
+        import json
+
+        print(json.dumps(report, indent=2))
+        return ExitStatus.OK
+    check = report["int8_agreement"]
+    lines = [
+        ("weights", f"{report['weights']} ({report['size_bytes']} bytes, "
+                    f"sha256 {report['sha256'][:16]}...)"),
+        ("model cache", report["cache"]),
+        ("fp32 model", report["fp32_model"] or "not made yet (made on first use)"),
+        ("int8 model", report["int8_model"] or "not made yet (--precision int8 makes it)"),
+        ("int8 vs fp32", "-" if check is None else
+         f"AbsRel {check['abs_rel']:.4f}, delta<1.25 {check['delta1']:.4f} on "
+         f"{check['frames']} held-out frames (worst frame {check['abs_rel_worst']:.4f}, "
+         f"{check['delta1_worst']:.4f})"),
+        ("auto uses", report["auto"]),
+        ("OpenVINO / NNCF", f"{report['openvino']} / {report['nncf']}, "
+                            f"{report['threads']} threads"),
+        ("telemetry", report["telemetry"]),
+    ]
+    for name, value in lines:
+        print(f"{name + ':':16} {value}")
+    return ExitStatus.OK
+
+
 def _cmd_image(args: argparse.Namespace) -> int:
     from stream.inference import create_estimator
     from stream.pictures import PictureSettings, plan_outputs, run_pictures
@@ -285,7 +331,8 @@ def _cmd_image(args: argparse.Namespace) -> int:
     settings = PictureSettings(cmap=args.cmap, invert=args.invert, side=args.side, raw=args.raw,
                                overwrite=args.overwrite)
     pairs = plan_outputs(args.inputs, args.out, overwrite=args.overwrite)
-    estimator = create_estimator(args.weights, args.backend, args.device)
+    estimator = create_estimator(args.weights, args.backend, args.device,
+                                 precision=args.precision)
     failed = []
 
     def report(exc: Exception) -> None:

@@ -1,4 +1,4 @@
-"""Backends: the one place that picks torch or OpenVINO, device and threads.
+"""Backends: the one place that picks the engine (torch, OpenVINO), device, threads, precision.
 
 A backend turns preprocessed network input (float32 ``[1, 3, h, w]`` numpy) into the
 network output (float32 ``[h, w]`` numpy). ``imap`` runs a stream of inputs and yields
@@ -6,37 +6,47 @@ outputs in input order; a backend may keep several requests in flight there.
 
 * :class:`TorchBackend`: eager PyTorch in ``inference_mode``, CPU or CUDA; the reference.
 * :class:`OpenVinoBackend`: :class:`~stream.model.MidasSmall` converted in-process with
-  ``openvino.convert_model`` (no ONNX file), kept in an on-disk cache keyed by the weights
-  digest, the OpenVINO version and the model code, so that a second start skips the
-  conversion. ``infer`` uses a latency-compiled model (one request); ``imap`` keeps
-  several requests in flight on a throughput-compiled model for files, or one request
-  on the latency model when ``live``.
+  ``openvino.convert_model`` (no ONNX file) once per checkpoint and kept in the model
+  cache (:mod:`stream.model_cache`); a warm start reads the cached model and imports
+  neither torch nor timm. Precision ``int8`` uses an NNCF-quantized copy
+  (:mod:`stream.quantize`); ``auto`` uses it only where its self-check against fp32
+  passed. ``infer`` uses a latency-compiled model (one request); ``imap`` keeps several
+  requests in flight on a throughput-compiled model for files, or one request on the
+  latency model when ``live``.
+
+Starts no threads of its own (the engines keep thread pools); touches files: the model
+cache, and the checkpoint when a conversion or torch needs it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
 import sys
 import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 
 from .errors import ConfigError, StreamError
-from .files import atomic_dir
-from .model import MidasSmall
-from .weights import state_dict_digest
+from .model_cache import (
+    ENV_CACHE,
+    CheckpointId,
+    compiled_cache_dir,
+    default_cache_dir,
+    fingerprint,
+    fp32_entry,
+    openvino_cache_dir,
+)
 
-if TYPE_CHECKING:  # openvino is imported lazily: a missing or broken install must not break torch
+if TYPE_CHECKING:  # imported lazily: a warm start pays for neither
     import openvino
+
+    from .model import MidasSmall
 
 __all__ = [
     "Backend",
@@ -44,20 +54,20 @@ __all__ = [
     "OpenVinoBackend",
     "PerformanceHint",
     "BACKENDS",
+    "PRECISIONS",
     "ENV_CACHE",
     "create_backend",
     "default_cache_dir",
     "default_threads",
+    "model_report",
     "openvino_available",
 ]
 
 T = TypeVar("T")
 
 BACKENDS = ("auto", "openvino", "torch")
-ENV_CACHE = "DEPTHSTREAM_CACHE"
+PRECISIONS = ("auto", "fp32", "int8")
 
-# Bump when the conversion recipe changes in a way the other key parts do not capture.
-_IR_FORMAT = 1
 # Any shape of the right rank traces the same graph; H and W stay dynamic in the IR.
 _EXAMPLE_SHAPE = (1, 3, 192, 256)
 
@@ -72,37 +82,41 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def default_cache_dir() -> Path:
-    r"""Root of depthstream's caches: ``$DEPTHSTREAM_CACHE``, else the platform's user cache.
+def _import_openvino() -> Any:
+    """``import openvino`` with its telemetry off; ``ImportError`` when not installed."""
+    from .privacy import disable_telemetry
 
-    Linux and others: ``$XDG_CACHE_HOME/depthstream`` (``~/.cache/depthstream``); macOS:
-    ``~/Library/Caches/depthstream``; Windows: ``%LOCALAPPDATA%\depthstream\Cache``.
-    """
-    env = os.environ.get(ENV_CACHE)
-    if env:
-        return Path(env).expanduser()
-    home = Path.home()
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA")
-        return (Path(base) if base else home / "AppData" / "Local") / "depthstream" / "Cache"
-    if sys.platform == "darwin":
-        return home / "Library" / "Caches" / "depthstream"
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else home / ".cache") / "depthstream"
+    disable_telemetry()
+    import openvino
+
+    return openvino
 
 
 def openvino_available() -> bool:
     """Whether ``import openvino`` works here."""
     try:
-        import openvino  # noqa: F401
+        _import_openvino()
     except ImportError:
         return False
     return True
 
 
+def _say_to_stderr(message: str) -> None:
+    print(f"depthstream: {message}", file=sys.stderr, flush=True)
+
+
+def _quiet(message: str) -> None:
+    log.info("%s", message)
+
+
 def _as_input(x: np.ndarray) -> np.ndarray:
     """``x`` as a C-contiguous float32 array (both backends read its memory directly)."""
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _last_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1][:200] if text else type(exc).__name__
 
 
 class PerformanceHint(Enum):
@@ -117,6 +131,7 @@ class Backend:
 
     name: str = "base"
     device: str = "cpu"
+    precision: str = "fp32"
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Network output float32 ``[h, w]`` for a float32 ``[1, 3, h, w]`` input."""
@@ -126,6 +141,10 @@ class Backend:
         """Yield ``(tag, output)`` for each ``(tag, input)``, in input order."""
         for tag, x in items:
             yield tag, self.infer(x)
+
+    def describe(self) -> dict[str, Any]:
+        """What runs: engine, device, precision (and for int8 its self-check), as JSON."""
+        return {"backend": self.name, "device": self.device, "precision": self.precision}
 
     def close(self) -> None:
         """Release what the backend holds (safe to call twice)."""
@@ -155,6 +174,10 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, state_dict: dict, device: str = "cpu", threads: int | None = None) -> None:
+        import torch
+
+        from .model import MidasSmall
+
         if device not in ("cpu", "cuda"):
             raise ConfigError(f"unknown device {device!r}; use cpu or cuda")
         if device == "cuda" and not torch.cuda.is_available():
@@ -164,7 +187,8 @@ class TorchBackend(Backend):
         if device == "cpu":
             torch.set_num_threads(threads or default_threads())
         else:
-            _cuda_convs_in_fp32()
+            _cuda_convs_in_fp32(torch)
+        self._torch = torch
         self.device = device
         self.model: MidasSmall | None = MidasSmall().eval()
         self.model.load_state_dict(state_dict, strict=True)
@@ -175,6 +199,7 @@ class TorchBackend(Backend):
     def infer(self, x: np.ndarray) -> np.ndarray:  # noqa: D102
         if self.model is None:
             raise StreamError("the torch backend is closed")
+        torch = self._torch
         with torch.inference_mode():
             t = torch.from_numpy(_as_input(x)).to(self.device)
             out = self.model(t.contiguous(memory_format=self._memory_format))
@@ -184,7 +209,7 @@ class TorchBackend(Backend):
         self.model = None
 
 
-def _cuda_convs_in_fp32() -> None:
+def _cuda_convs_in_fp32(torch: Any) -> None:
     """Make cuDNN convolutions full fp32 (torch lets them run in TF32 on Ampere and later).
 
     TF32 moves this network's output beyond the golden tolerance; the small network is
@@ -199,24 +224,34 @@ def _cuda_convs_in_fp32() -> None:
 
 
 class OpenVinoBackend(Backend):
-    """MiDaS small on OpenVINO's CPU plugin, converted from :class:`MidasSmall` and cached.
+    """MiDaS small on OpenVINO's CPU plugin: converted once per checkpoint, then read back.
 
-    The IR on disk keeps height and width dynamic, so one conversion serves every aspect
-    ratio; each input shape gets its own statically reshaped compiled model, made lazily on
-    first use and kept (see :meth:`_compiled`).
+    The model on disk keeps height and width dynamic, so one conversion serves every
+    aspect ratio; each input shape gets its own statically reshaped compiled model, made
+    lazily on first use and kept (see :meth:`_compiled`), and OpenVINO's blob cache
+    keeps compiled models across starts.
 
     Args:
-        state_dict: checked weights (:func:`stream.weights.load_state_dict`).
+        state_dict: checked weights (:func:`stream.weights.load_state_dict`), or ``None``
+            with ``weights``.
         live: ``imap`` keeps one latency-hinted request in flight (lowest delay per
             frame) instead of several throughput-hinted ones (most frames per second).
         threads: ``INFERENCE_NUM_THREADS``; default all cores this process may use.
-        cache_dir: folder for converted models; default
-            ``default_cache_dir() / "openvino"``.
+        cache_dir: the model cache; default ``default_cache_dir() / "openvino"``.
         jobs: requests in flight in ``imap`` when not ``live``; default OpenVINO's
             ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` for the throughput-compiled model.
+        weights: the checkpoint file (instead of ``state_dict``): when its model is
+            cached, it is recognised by size, time and hash and never loaded.
+        precision: ``fp32``, ``int8`` (quantized with NNCF, once per checkpoint) or
+            ``auto`` (int8 where its self-check passed, else fp32).
+        say: prints one-line notices (one-time work, the precision chosen); default:
+            logged at INFO level.
+        progress: show NNCF's progress bars while quantizing.
 
     Raises:
-        ConfigError: ``openvino`` cannot be imported, or ``jobs`` < 1.
+        ConfigError: ``openvino`` cannot be imported, ``jobs`` < 1, an unknown precision,
+            or int8 cannot be made here (no NNCF, no samples).
+        WeightsError: a conversion is needed and the checkpoint is not usable.
     """
 
     name = "openvino"
@@ -224,14 +259,19 @@ class OpenVinoBackend(Backend):
 
     def __init__(
         self,
-        state_dict: dict,
+        state_dict: dict | None = None,
         live: bool = False,
         threads: int | None = None,
         cache_dir: str | os.PathLike | None = None,
         jobs: int | None = None,
+        *,
+        weights: str | os.PathLike | None = None,
+        precision: str = "fp32",
+        say: Callable[[str], None] | None = None,
+        progress: bool = False,
     ) -> None:
         try:
-            import openvino as ov
+            ov = _import_openvino()
         except ImportError as exc:
             raise ConfigError(
                 f"--backend openvino: openvino cannot be imported ({exc}); "
@@ -239,60 +279,99 @@ class OpenVinoBackend(Backend):
             ) from exc
         if jobs is not None and jobs < 1:
             raise ConfigError(f"jobs must be at least 1, not {jobs}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; choose one of "
+                              f"{', '.join(PRECISIONS)}")
+        if (state_dict is None) == (weights is None):
+            raise ConfigError("OpenVinoBackend needs a state dict or a weights file (one)")
         self._ov = ov
         self.live = live
         self.threads = threads or default_threads()
         self.jobs = jobs
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "openvino"
+        self.cache_dir = Path(cache_dir) if cache_dir else openvino_cache_dir()
+        self.compiled_dir = compiled_cache_dir(self.cache_dir)
+        self._say = say or _quiet
         self._core: openvino.Core | None = ov.Core()
-        self.cache_entry = self.cache_dir / _cache_key(state_dict, ov.get_version())
-        self._ir: openvino.Model | None = self._load_or_convert(state_dict)
+        self.source = (fingerprint(weights, self.cache_dir) if weights is not None
+                       else CheckpointId.from_state_dict(state_dict))
+        self.fp32_entry = fp32_entry(self.source, self.cache_dir)
+        self.cache_entry = self.fp32_entry
+        self._ir: openvino.Model | None = self._load_or_convert(state_dict, weights)
+        self.agreement: Any = None
+        self.reason = "fp32 asked for"
+        if precision != "fp32":
+            self._pick_precision(precision, progress)
         self._compiled_models: dict[tuple[tuple[int, ...], PerformanceHint], Any] = {}
         self._latency_requests: dict[tuple[int, ...], Any] = {}
 
-    # -- conversion and cache ---------------------------------------------------------
+    # -- conversion, quantization and cache ---------------------------------------------
 
-    def _load_or_convert(self, state_dict: dict) -> openvino.Model:
-        """The cached IR when it reads back whole, else a fresh conversion saved to the cache."""
-        xml = self.cache_entry / "model.xml"
-        if xml.is_file():
+    def _load_or_convert(self, state_dict: dict | None,
+                         weights: str | os.PathLike | None) -> openvino.Model:
+        """The cached model when it reads back whole, else a conversion saved to the cache."""
+        entry = self.fp32_entry
+        if entry.exists():
             try:
-                return self._read_ir(xml)
+                return _read_ir(self._core, entry.xml)
             except (RuntimeError, OSError, ValueError) as exc:
-                reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else exc
                 log.warning("OpenVINO cache %s is unreadable (%s); converting again",
-                            self.cache_entry, reason)
+                            entry.path, _last_line(exc))
+        if state_dict is None:
+            from .weights import load_file
+
+            state_dict = load_file(weights)  # checked key by key before converting
+        self._say("preparing the network for this CPU, once (about 10 s; cached in "
+                  f"{self.cache_dir})")
         model = _convert(self._ov, state_dict)
-        self._save_ir(model)
+        from .model_cache import package_version
+
+        meta = {"precision": "fp32", "checkpoint": self.source.digest,
+                "openvino": package_version("openvino"), "torch": package_version("torch"),
+                "timm": package_version("timm")}
+        # fp32 weights: the default fp16 compression moves outputs measurably.
+        entry.write(lambda folder: self._ov.save_model(model, str(folder / "model.xml"),
+                                                       compress_to_fp16=False), meta)
         return model
 
-    def _read_ir(self, xml: Path) -> openvino.Model:
-        # Refuse early what is plainly not IR XML: read_model would otherwise try every
-        # frontend (TensorFlow, ONNX, ...) in turn and print their parse errors to stderr.
-        with open(xml, "rb") as f:
-            if not f.read(64).lstrip().startswith(b"<?xml"):
-                raise ValueError(f"{xml} is not an OpenVINO IR file")
-        model = self._core.read_model(str(xml))
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise ValueError(f"{xml} has {len(model.inputs)} inputs, {len(model.outputs)} outputs")
-        if model.inputs[0].get_partial_shape().rank.get_length() != 4:
-            raise ValueError(f"{xml} input is not [1, 3, h, w]")
-        return model
+    def _pick_precision(self, precision: str, progress: bool) -> None:
+        """Switch to the int8 model when asked for, or for ``auto`` when its check passed.
 
-    def _save_ir(self, model: openvino.Model) -> None:
-        """Write ``model.xml``/``model.bin`` to a temporary folder, then rename it into place.
-
-        The pair becomes visible at once, never half written. A failure to write only costs
-        the next start a conversion, so it is logged, not raised.
+        ``int8`` makes the model when it is not cached (NNCF, about a minute, once per
+        checkpoint). ``auto`` never pays that cost by itself: it uses an int8 model made
+        earlier whose self-check passed, else fp32.
         """
-        try:
-            if self.cache_entry.exists():  # an unreadable entry being replaced
-                shutil.rmtree(self.cache_entry, ignore_errors=True)
-            with atomic_dir(self.cache_entry) as tmp:
-                # fp32 weights: the default fp16 compression moves outputs measurably.
-                self._ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
-        except (RuntimeError, OSError) as exc:
-            log.warning("cannot write the OpenVINO cache entry %s (%s)", self.cache_entry, exc)
+        from . import quantize
+
+        if precision == "auto":
+            made = quantize.find_cached(self._core, self.source, self.cache_dir)
+            if made is None:
+                self.reason = ("fp32: no int8 model made for this checkpoint yet "
+                               "(--precision int8 makes one, once)")
+                return
+        else:
+            made = quantize.load_or_quantize(self._ov, self._core, self._ir, self.source,
+                                             self.cache_dir, self.threads, progress=progress,
+                                             say=self._say)
+        self.agreement = made.agreement
+        passed, why = quantize.agreement_passes(made.agreement)
+        if precision == "auto" and not passed:
+            self.reason = f"fp32: {why}"
+            self._say(f"using fp32: {why}")
+            return
+        if not passed:  # asked for by name: used, with a warning each time
+            self._say(f"warning: {why}; --precision auto would use fp32")
+        self.reason = "int8 asked for" if precision == "int8" else why
+        self.precision = "int8"
+        self.cache_entry = made.entry
+        self._ir = made.model
+
+    def describe(self) -> dict[str, Any]:  # noqa: D102
+        out = super().describe()
+        out["reason"] = self.reason
+        out["model"] = str(self.cache_entry.path)
+        if self.agreement is not None:
+            out["int8_agreement"] = self.agreement.to_dict()
+        return out
 
     # -- compiled models --------------------------------------------------------------
 
@@ -318,6 +397,8 @@ class OpenVinoBackend(Backend):
                 # OpenVINO defaults to bf16 on CPUs with AMX; keep fp32 so that every
                 # machine gives the reference output (the 1e-4 golden tolerance).
                 "INFERENCE_PRECISION_HINT": "f32",
+                # OpenVINO's blob cache: a later start reads the compiled model back.
+                "CACHE_DIR": str(self.compiled_dir),
             }
             compiled = self._core.compile_model(model, "CPU", config)
             self._compiled_models[key] = compiled
@@ -391,29 +472,34 @@ class OpenVinoBackend(Backend):
         self._core = None
 
 
-def _model_code_digest() -> str:
-    """Short hash of what shapes the converted graph besides the weights: our model code."""
-    import timm
-
-    h = hashlib.sha256()
-    h.update(Path(sys.modules[MidasSmall.__module__].__file__).read_bytes())
-    h.update(f"timm {timm.__version__} torch {torch.__version__} format {_IR_FORMAT}".encode())
-    return h.hexdigest()[:8]
 
 
-def _cache_key(state_dict: dict, ov_version: str) -> str:
-    """Cache entry name: weights digest, OpenVINO version, model code digest."""
-    release = ov_version.split("-releases")[0]  # "2026.4.1-22982-e213a147257-releases/2026/4"
-    version = "".join(c if c.isalnum() or c in "._" else "-" for c in release)
-    return f"midas_small-{state_dict_digest(state_dict)}-ov{version}-{_model_code_digest()}"
+def _read_ir(core: Any, xml: Path) -> openvino.Model:
+    """Read a cached IR, refusing early what is plainly not one.
+
+    ``read_model`` would otherwise try every frontend (TensorFlow, ONNX, ...) in turn on
+    a damaged file and print their parse errors to stderr.
+    """
+    with open(xml, "rb") as f:
+        if not f.read(64).lstrip().startswith(b"<?xml"):
+            raise ValueError(f"{xml} is not an OpenVINO IR file")
+    model = core.read_model(str(xml))
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(f"{xml} has {len(model.inputs)} inputs, {len(model.outputs)} outputs")
+    if model.inputs[0].get_partial_shape().rank.get_length() != 4:
+        raise ValueError(f"{xml} input is not [1, 3, h, w]")
+    return model
 
 
 def _convert(ov: Any, state_dict: dict) -> openvino.Model:
     """Convert :class:`MidasSmall` with ``state_dict`` to an OpenVINO model, H and W dynamic."""
+    import torch
+
+    from .model import MidasSmall
+
     model = MidasSmall().eval()
     model.load_state_dict(state_dict, strict=True)
     example = torch.zeros(_EXAMPLE_SHAPE)
-    log.info("converting MiDaS small to OpenVINO (once per weights and OpenVINO version)")
     with torch.inference_mode(), warnings.catch_warnings():
         # torch.jit.trace is deprecated and warns about the traced size arithmetic of
         # timm's Conv2dSame; OpenVINO keeps that arithmetic as shape ops, checked by tests.
@@ -423,14 +509,26 @@ def _convert(ov: Any, state_dict: dict) -> openvino.Model:
         )
 
 
+def _load_weights(state_dict: dict | None, weights: str | os.PathLike | None) -> dict:
+    if state_dict is not None:
+        return state_dict
+    from .weights import load_file
+
+    return load_file(weights)
+
+
 def create_backend(
     name: str = "auto",
     state_dict: dict | None = None,
     device: str = "cpu",
     live: bool = False,
     threads: int | None = None,
+    *,
+    weights: str | os.PathLike | None = None,
+    precision: str = "fp32",
+    progress: bool = False,
 ) -> Backend:
-    """Build a backend for ``state_dict``.
+    """Build a backend for ``state_dict`` or the checkpoint file ``weights``.
 
     Args:
         name: ``auto`` (OpenVINO when importable and device is cpu, else torch),
@@ -439,30 +537,103 @@ def create_backend(
         device: ``cpu`` or ``cuda`` (torch only).
         live: prefer latency (one request in flight) over throughput.
         threads: CPU threads; default all cores this process may use.
+        weights: a checkpoint file instead of ``state_dict``: OpenVINO reads its cached
+            model without loading it (no torch import).
+        precision: ``fp32``, ``int8`` (OpenVINO only) or ``auto`` (int8 on OpenVINO where
+            its self-check against fp32 passed, else fp32).
+        progress: print one-time work and the precision chosen to stderr, with
+            progress bars.
 
     Raises:
-        ConfigError: unknown name or device, or a backend that is not available here.
+        ConfigError: unknown name, device or precision, or a backend or precision that is
+            not available here.
+        WeightsError: the checkpoint is needed and not usable.
 
     Example:
-        >>> backend = create_backend("auto", load_state_dict(), live=True)  # doctest: +SKIP
+        >>> backend = create_backend("auto", weights="midas_v21_small_256.pt")  # doctest: +SKIP
         >>> out = backend.infer(preprocess_array(rgb))  # doctest: +SKIP
     """
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"unknown device {device!r}; use cpu or cuda")
-    if state_dict is None:
-        raise ConfigError("create_backend needs a state dict (stream.weights.load_state_dict())")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of "
+                          f"{', '.join(PRECISIONS)}")
+    if state_dict is None and weights is None:
+        raise ConfigError("create_backend needs a state dict (stream.weights.load_state_dict()) "
+                          "or a weights file")
+    if state_dict is not None and weights is not None:
+        raise ConfigError("give create_backend a state dict or a weights file, not both")
     if name == "openvino" and device != "cpu":
         raise ConfigError(
             "--backend openvino runs on the cpu; use --backend torch for --device cuda"
         )
-    if name == "openvino":
-        return OpenVinoBackend(state_dict, live=live, threads=threads)
+    if precision == "int8" and (name == "torch" or device != "cpu"):
+        raise ConfigError("--precision int8 runs on OpenVINO (cpu); "
+                          "drop --backend torch / --device cuda or use fp32")
+    options = {"live": live, "threads": threads, "weights": weights, "precision": precision,
+               "progress": progress, "say": _say_to_stderr if progress else None}
+    if name == "openvino" or precision == "int8":
+        return OpenVinoBackend(state_dict, **options)
     if name == "auto" and device == "cpu" and openvino_available():
         try:
-            return OpenVinoBackend(state_dict, live=live, threads=threads)
+            return OpenVinoBackend(state_dict, **options)
+        except StreamError:
+            raise  # a user's mistake (weights, samples): torch would not do better
         except Exception as exc:  # openvino's own failures derive from Exception directly
-            reason = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else repr(exc)
-            log.warning("OpenVINO is not usable here (%s); using torch", reason)
-    return TorchBackend(state_dict, device=device, threads=threads)
+            log.warning("OpenVINO is not usable here (%s); using torch", _last_line(exc))
+    return TorchBackend(_load_weights(state_dict, weights), device=device, threads=threads)
+
+
+def model_report(weights: str | os.PathLike | None = None, precision: str | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """What the model cache holds for a checkpoint (``depthstream info``), as JSON.
+
+    Args:
+        weights: the checkpoint file; ``None`` looks where :func:`create_estimator` looks,
+            without downloading.
+        precision: also make the OpenVINO model of this precision when it is not cached
+            (``fp32`` converts, ``int8`` converts and quantizes); ``None`` makes nothing.
+        progress: print one-time work and progress bars to stderr.
+
+    Raises:
+        WeightsError: the checkpoint is missing (or, when a model must be made, unusable).
+        ConfigError: ``precision`` is unknown or cannot be made here.
+    """
+    from . import quantize
+    from .model_cache import int8_entry, package_version
+    from .weights import check_file, resolve_path
+
+    path = check_file(resolve_path(weights, download_missing=False))
+    root = openvino_cache_dir()
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; choose one of "
+                              f"{', '.join(PRECISIONS)}")
+        create_backend("openvino", weights=path, precision=precision, progress=progress).close()
+    source = fingerprint(path, root)
+    fp32 = fp32_entry(source, root)
+    report: dict[str, Any] = {
+        "weights": str(source.path), "size_bytes": source.size, "sha256": source.digest,
+        "cache": str(root), "openvino": package_version("openvino"),
+        "nncf": package_version("nncf"), "threads": default_threads(),
+        "telemetry": "off in depthstream's processes (stream.privacy)",
+        "fp32_model": str(fp32.path) if fp32.exists() else None,
+        "int8_model": None, "int8_agreement": None,
+    }
+    try:
+        int8 = int8_entry(source, quantize.DEFAULT_RECIPE.digest(), root)
+    except OSError:
+        int8 = None
+        report["auto"] = "fp32: the samples int8 calibrates on are not here"
+    if int8 is not None:
+        check = quantize.Agreement.from_dict(int8.meta().get("self_check"))
+        passed, why = quantize.agreement_passes(check)
+        report["int8_model"] = str(int8.path) if int8.exists() else None
+        report["int8_agreement"] = check.to_dict() if check is not None else None
+        if not int8.exists():
+            report["auto"] = "fp32: no int8 model yet (--precision int8 makes one, once)"
+        else:
+            report["auto"] = f"int8: {why}" if passed else f"fp32: {why}"
+    return report

@@ -97,7 +97,8 @@ def make_estimator(settings: StreamSettings, live: bool = False) -> DepthEstimat
     from .inference import create_estimator
 
     model = settings.model
-    return create_estimator(model.weights, model.backend.value, model.device.value, live=live)
+    return create_estimator(model.weights, model.backend.value, model.device.value, live=live,
+                            precision=model.precision.value)
 
 
 def build_sinks(settings: StreamSettings, *, video: str | os.PathLike | None = None,
@@ -233,7 +234,9 @@ def run(pipeline: Pipeline, stop_timeout_s: float = 60.0) -> RunStats:
     finally:
         path = pipeline.settings.stats_path
         if path is not None and pipeline.stats().elapsed_s > 0:
-            write_json_atomic(path, pipeline.stats().to_dict())
+            describe = getattr(pipeline.estimator, "describe", None)
+            model = describe() if describe is not None else None  # precision, int8 check
+            write_json_atomic(path, {**pipeline.stats().to_dict(), "model": model})
 
 
 def convert(

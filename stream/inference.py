@@ -12,13 +12,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from .backends import Backend
 from .errors import ConfigError
 from .transforms import preprocess_array, resize_depth
+
+if TYPE_CHECKING:  # the backends import engines lazily; this module stays light
+    from .backends import Backend
 
 __all__ = ["DepthEstimator", "SharedEstimator", "TurnLock", "create_estimator"]
 
@@ -62,6 +64,11 @@ class DepthEstimator:
 
         for (n, tag), net in self.backend.imap(inputs()):
             yield tag, resize_depth(net, sizes.pop(n))
+
+    def describe(self) -> dict[str, Any]:
+        """What runs: engine, device, precision and why, int8's self-check (JSON-ready)."""
+        describe = getattr(self.backend, "describe", None)
+        return describe() if describe is not None else {"backend": self.backend.name}
 
     def close(self) -> None:
         """Close the backend."""
@@ -149,28 +156,41 @@ def create_estimator(
     progress: bool = True,
     *,
     state_dict: dict | None = None,
+    precision: str = "auto",
 ) -> DepthEstimator:
-    """Load checked weights and build a :class:`DepthEstimator` on the chosen backend.
+    """Find the checkpoint and build a :class:`DepthEstimator` on the chosen backend.
+
+    With OpenVINO and a cached model for this checkpoint file, the file is recognised
+    by its size, time and hash and not loaded (torch is not imported); otherwise it is
+    loaded and checked, and converted once.
 
     Args:
         weights: checkpoint path; ``None`` looks in the usual places.
         backend: ``auto``, ``openvino`` or ``torch``.
         device: ``cpu`` or ``cuda``.
         live: tune the backend for one frame at a time.
-        progress: show a download's progress.
+        progress: show a download's progress, one-time work (conversion, int8
+            quantization) and the precision ``auto`` chose, on stderr.
         state_dict: weights already loaded with :func:`stream.weights.load_state_dict`
             (then ``weights`` must be ``None``): a caller that checked them early, or
             needs their digest, does not read them twice.
+        precision: ``auto`` (int8 where its self-check against fp32 passed, else fp32),
+            ``fp32`` or ``int8`` (OpenVINO on the cpu).
 
     Raises:
         WeightsError: no usable checkpoint (one-line message says what to do).
-        ConfigError: unknown or unavailable backend/device, or both ``weights`` and
-            ``state_dict``.
+        ConfigError: unknown or unavailable backend/device/precision, or both
+            ``weights`` and ``state_dict``.
     """
     from .backends import create_backend
-    from .weights import load_state_dict
+    from .weights import check_file, resolve_path
 
     if state_dict is not None and weights is not None:
         raise ConfigError("give weights or state_dict, not both")
-    state = state_dict if state_dict is not None else load_state_dict(weights, progress=progress)
-    return DepthEstimator(create_backend(backend, state, device=device, live=live))
+    precision = getattr(precision, "value", precision)  # a settings.Precision is fine too
+    if state_dict is not None:
+        return DepthEstimator(create_backend(backend, state_dict, device=device, live=live,
+                                             precision=precision, progress=progress))
+    path = check_file(resolve_path(weights, progress=progress))
+    return DepthEstimator(create_backend(backend, device=device, live=live, weights=path,
+                                         precision=precision, progress=progress))

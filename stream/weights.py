@@ -4,7 +4,10 @@ Kept apart from the architecture (as timm keeps pretrained configs apart from mo
 ``load_state_dict`` looks, in order, at an explicit path, ``$DEPTHSTREAM_WEIGHTS``, the
 torch hub cache, then downloads the official release file (atomic write, progress bar).
 Every file is read with ``torch.load(weights_only=True)`` and checked key by key and
-shape by shape; a bad file is an error, never a silent fallback to random weights.
+shape by shape; a bad file is an error with one line saying what is wrong and what to
+do, never a silent fallback to random weights. torch is imported only to read a file:
+finding the file (and the OpenVINO model cache's warm start) does without it. Touches
+files (the download, atomically); starts no threads.
 """
 
 from __future__ import annotations
@@ -12,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from .errors import WeightsError
 from .files import PartFile
@@ -29,6 +32,7 @@ __all__ = [
     "ENV_WEIGHTS",
     "ENV_WEIGHTS_URL",
     "cache_path",
+    "check_file",
     "check_state_dict",
     "download",
     "load_file",
@@ -84,9 +88,25 @@ def _how_to(ckpt: Checkpoint) -> str:
     return _HOW_TO.format(url=ckpt.url, env=ENV_WEIGHTS)
 
 
+def _hub_dir() -> Path:
+    """``torch.hub.get_dir()`` without importing torch (when torch is not loaded yet).
+
+    torch's rule: ``$TORCH_HOME/hub``, else ``$XDG_CACHE_HOME/torch/hub``, else
+    ``~/.cache/torch/hub``; a program that changed it with ``torch.hub.set_dir`` has
+    torch imported, and then torch is asked.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "hub"):
+        return Path(torch.hub.get_dir())
+    home = os.environ.get("TORCH_HOME")
+    if not home:
+        home = os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "torch")
+    return Path(os.path.expanduser(home)) / "hub"
+
+
 def cache_path(ckpt: Checkpoint = MIDAS_SMALL) -> Path:
     """Where the downloaded checkpoint is cached: ``<torch hub dir>/checkpoints/<file>``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / ckpt.file_name
+    return _hub_dir() / "checkpoints" / ckpt.file_name
 
 
 def check_state_dict(state: Any, ckpt: Checkpoint = MIDAS_SMALL,
@@ -97,6 +117,8 @@ def check_state_dict(state: Any, ckpt: Checkpoint = MIDAS_SMALL,
         WeightsError: naming ``origin`` and the first few missing, unexpected or
             wrongly shaped keys.
     """
+    import torch
+
     if isinstance(state, dict) and "model" in state and "optimizer" in state:
         state = state["model"]  # a training checkpoint, as the reference loader accepts
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -126,20 +148,58 @@ def load_file(path: str | os.PathLike, ckpt: Checkpoint = MIDAS_SMALL) -> dict:
     Raises:
         WeightsError: the file is missing, unreadable, not a checkpoint, or not this one.
     """
+    path = check_file(path, ckpt)
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. about pickle protocols: the error says it
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        raise WeightsError(f"{path} is not a readable PyTorch checkpoint: "
+                           f"{_what_is_wrong(path, exc)}; {_how_to(ckpt)}") from exc
+    return check_state_dict(state, ckpt, origin=str(path))
+
+
+def check_file(path: str | os.PathLike, ckpt: Checkpoint = MIDAS_SMALL) -> Path:
+    """``path`` as a Path if it names a readable, non-empty file (nothing is loaded).
+
+    Raises:
+        WeightsError: missing, a folder, unreadable or empty.
+    """
     path = Path(path).expanduser()
     if not path.exists():
         raise WeightsError(f"weights file not found: {path}; {_how_to(ckpt)}")
     if not path.is_file():
-        raise WeightsError(f"weights path is not a file: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(
-            f"{path} is not a readable PyTorch checkpoint ({reason[:120]}); "
-            f"delete it and {_how_to(ckpt)}"
-        ) from exc
-    return check_state_dict(state, ckpt, origin=str(path))
+        raise WeightsError(f"weights path is not a file: {path}; {_how_to(ckpt)}")
+    if not os.access(path, os.R_OK):
+        raise WeightsError(f"cannot read the weights file {path}: permission denied")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path} is empty (an interrupted copy or download?); "
+                           f"{_how_to(ckpt)}")
+    return path
+
+
+def _what_is_wrong(path: Path, exc: BaseException) -> str:
+    """What a failed ``torch.load`` says about the file, in words a user can act on.
+
+    torch's own messages run to several lines, are meant for developers (a history of
+    its ``weights_only`` default, a miniz internal error), so they are not shown.
+    """
+    with open(path, "rb") as f:
+        head = f.read(4)
+    pickled = type(exc).__name__ == "UnpicklingError"
+    if head.startswith(b"PK\x03\x04"):  # torch's zip format
+        if pickled:
+            return ("it holds Python objects besides tensors, which are not loaded for "
+                    "safety (not a plain MiDaS checkpoint)")
+        return "the file is cut short or damaged (an incomplete download or copy?)"
+    if head[:1] == b"\x80":  # a bare pickle (torch's legacy format, or plain pickle)
+        if pickled:
+            return ("it is a pickle of Python objects, not only tensors, which is not "
+                    "loaded for safety")
+        return "the file is cut short or damaged (an incomplete download or copy?)"
+    return "it is not a PyTorch file at all (no zip or pickle header; text or HTML?)"
 
 
 def download(url: str, dest: Path, ckpt: Checkpoint = MIDAS_SMALL, progress: bool = True) -> Path:

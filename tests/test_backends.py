@@ -12,7 +12,7 @@ import openvino
 import pytest
 import torch
 
-from stream import backends
+from stream import model_cache
 from stream.backends import (
     ENV_CACHE,
     OpenVinoBackend,
@@ -192,13 +192,13 @@ def test_second_start_reads_the_cache_without_converting(
     ov_backend: OpenVinoBackend, state_dict: dict, cache_root: Path, golden: dict,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    entry = ov_backend.cache_entry
+    entry = ov_backend.cache_entry.path
     assert entry.parent == cache_root / "openvino"
     assert (entry / "model.xml").is_file() and (entry / "model.bin").is_file()
     assert not list(entry.parent.glob("*.part"))  # no temporary folders left behind
     monkeypatch.setattr(openvino, "convert_model", _refuse_convert)
     with OpenVinoBackend(state_dict, cache_dir=cache_root / "openvino") as backend:
-        assert backend.cache_entry == entry
+        assert backend.cache_entry.path == entry
         x, net = golden["case_16x9"]
         assert_close(backend.infer(x), net)
 
@@ -210,11 +210,16 @@ def test_cache_is_keyed_by_weights(
     other = dict(state_dict)
     key = "scratch.output_conv.4.bias"
     other[key] = state_dict[key] + 1.0
-    version = openvino.get_version()
-    assert backends._cache_key(other, version) != backends._cache_key(state_dict, version)
-    assert backends._cache_key(state_dict, "2099.1.0-1-abc") != backends._cache_key(
-        state_dict, version
-    )
+    root = cache_root / "openvino"
+    mine = model_cache.fp32_entry(model_cache.CheckpointId.from_state_dict(state_dict), root)
+    assert mine == ov_backend.cache_entry
+    assert model_cache.fp32_entry(model_cache.CheckpointId.from_state_dict(other), root) != mine
+    # Another OpenVINO release gets its own entry.
+    with monkeypatch.context() as m:
+        m.setattr(model_cache, "package_version",
+                  lambda name: "2099.1.0" if name == "openvino" else "1")
+        assert model_cache.fp32_entry(
+            model_cache.CheckpointId.from_state_dict(state_dict), root).path.name != mine.path.name
     # Different weights must not be served the cached model of the first ones.
     monkeypatch.setattr(openvino, "convert_model", _refuse_convert)
     with pytest.raises(_ConvertCalled):
@@ -222,8 +227,8 @@ def test_cache_is_keyed_by_weights(
 
 
 def _copy_cache(ov_backend: OpenVinoBackend, dest: Path) -> Path:
-    shutil.copytree(ov_backend.cache_entry, dest / ov_backend.cache_entry.name)
-    return dest / ov_backend.cache_entry.name
+    shutil.copytree(ov_backend.cache_entry.path, dest / ov_backend.cache_entry.path.name)
+    return dest / ov_backend.cache_entry.path.name
 
 
 def test_garbage_cache_xml_is_converted_again(

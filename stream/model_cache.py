@@ -1,0 +1,242 @@
+"""Model cache: converted (fp32) and quantized (int8) OpenVINO models on disk, per checkpoint.
+
+Touches files (the cache folder); starts no threads; imports nothing heavy, so a warm
+start finds its model without torch, timm or OpenVINO's converter. Layout under
+``default_cache_dir() / "openvino"``:
+
+* ``checkpoints.json``: per checkpoint file (by resolved path) its size, modification
+  time and SHA-256, so a file that has not changed is recognised by one ``stat``; a
+  changed size or time means the file is hashed again (a new hash, new entries);
+* ``midas_small-<source>-ov<version>-<code>[-int8-<recipe>]/``: ``model.xml``,
+  ``model.bin`` and ``meta.json`` (what the entry was made from; for int8 also the
+  self-check). ``<source>`` is the checkpoint file's hash (or a state dict's digest),
+  ``<code>`` hashes our model code, the IR format and the torch/timm versions (read from
+  the installed packages' metadata, not imported);
+* ``compiled/``: OpenVINO's own ``CACHE_DIR`` of compiled blobs, so that compiling a
+  cached model is mostly a file read.
+
+Entries are written to a temporary folder and renamed into place whole
+(:func:`stream.files.atomic_dir`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .files import atomic_dir, write_json_atomic
+
+__all__ = [
+    "ENV_CACHE",
+    "IR_FORMAT",
+    "CheckpointId",
+    "CacheEntry",
+    "default_cache_dir",
+    "openvino_cache_dir",
+    "compiled_cache_dir",
+    "fingerprint",
+    "fp32_entry",
+    "int8_entry",
+    "package_version",
+]
+
+ENV_CACHE = "DEPTHSTREAM_CACHE"
+IR_FORMAT = 2
+"""Bump when the conversion recipe changes in a way the other key parts do not capture."""
+
+_INDEX = "checkpoints.json"
+_HASH_CHUNK = 1 << 20
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    r"""Root of depthstream's caches: ``$DEPTHSTREAM_CACHE``, else the platform's user cache.
+
+    Linux and others: ``$XDG_CACHE_HOME/depthstream`` (``~/.cache/depthstream``); macOS:
+    ``~/Library/Caches/depthstream``; Windows: ``%LOCALAPPDATA%\depthstream\Cache``.
+    """
+    env = os.environ.get(ENV_CACHE)
+    if env:
+        return Path(env).expanduser()
+    home = Path.home()
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA")
+        return (Path(base) if base else home / "AppData" / "Local") / "depthstream" / "Cache"
+    if sys.platform == "darwin":
+        return home / "Library" / "Caches" / "depthstream"
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else home / ".cache") / "depthstream"
+
+
+def openvino_cache_dir() -> Path:
+    """Where converted and quantized models live: ``default_cache_dir() / "openvino"``."""
+    return default_cache_dir() / "openvino"
+
+
+def compiled_cache_dir(root: Path | None = None) -> Path:
+    """OpenVINO's ``CACHE_DIR`` for compiled blobs, inside the model cache ``root``."""
+    return (root or openvino_cache_dir()) / "compiled"
+
+
+def package_version(name: str) -> str:
+    """An installed distribution's version from its metadata (nothing is imported)."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._" else "-" for c in text)
+
+
+@dataclass(frozen=True)
+class CheckpointId:
+    """What a checkpoint is, for the cache: a content hash and where it came from.
+
+    Attributes:
+        digest: SHA-256 of the file's bytes (hex), or ``sd-`` and a state dict's digest.
+        size: the file's size in bytes (0 for a state dict).
+        path: the resolved file, or ``None`` for a state dict given in memory.
+    """
+
+    digest: str
+    size: int = 0
+    path: Path | None = None
+
+    @property
+    def short(self) -> str:
+        """The part of the cache key that names the checkpoint."""
+        return self.digest[:16] if self.path is not None else self.digest
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> CheckpointId:
+        """The id of weights given in memory (their tensors' digest; needs torch)."""
+        from .weights import state_dict_digest
+
+        return cls(digest=f"sd-{state_dict_digest(state)}")
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def fingerprint(path: str | os.PathLike, root: Path | None = None) -> CheckpointId:
+    """The checkpoint file's id, hashing it only when its size or modification time changed.
+
+    The last hash of each file is kept in ``root/checkpoints.json`` with the size and
+    ``st_mtime_ns`` it was made at; a file rewritten in place (new time or size) is
+    hashed again, so its old cache entries are no longer found.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    file = Path(path).expanduser().resolve()
+    st = file.stat()
+    root = root or openvino_cache_dir()
+    index_path = root / _INDEX
+    index = _read_json(index_path)
+    known = index.get(str(file))
+    if (isinstance(known, dict) and known.get("size") == st.st_size
+            and known.get("mtime_ns") == st.st_mtime_ns and isinstance(known.get("sha256"), str)):
+        return CheckpointId(known["sha256"], st.st_size, file)
+    digest = _hash_file(file)
+    index[str(file)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(index_path, index)
+    except OSError as exc:  # a read-only cache costs a hash per start, nothing more
+        log.debug("cannot update %s: %s", index_path, exc)
+    return CheckpointId(digest, st.st_size, file)
+
+
+def _code_digest() -> str:
+    """Hash of what shapes the converted graph besides the weights (no import of torch)."""
+    h = hashlib.sha256()
+    h.update(Path(__file__).with_name("model.py").read_bytes())
+    h.update(f"timm {package_version('timm')} torch {package_version('torch')} "
+             f"format {IR_FORMAT}".encode())
+    return h.hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cached model: a folder with ``model.xml``, ``model.bin`` and ``meta.json``."""
+
+    path: Path
+
+    @property
+    def xml(self) -> Path:
+        """The IR's graph file."""
+        return self.path / "model.xml"
+
+    def exists(self) -> bool:
+        """Whether the entry is in place (its files may still be damaged)."""
+        return self.xml.is_file() and (self.path / "model.bin").is_file()
+
+    def meta(self) -> dict[str, Any]:
+        """``meta.json`` as a dict (empty when missing or unreadable)."""
+        return _read_json(self.path / "meta.json")
+
+    def write(self, save: Callable[[Path], None], meta: dict[str, Any]) -> bool:
+        """Make the entry: ``save(folder)`` writes the model files, then ``meta.json``.
+
+        The folder appears whole or not at all. A failure to write costs only a later
+        start the same work again, so it is logged, not raised.
+
+        Returns:
+            True when the entry is in place.
+        """
+        try:
+            if self.path.exists():  # a damaged entry being replaced
+                shutil.rmtree(self.path, ignore_errors=True)
+            with atomic_dir(self.path) as tmp:
+                save(tmp)
+                (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        except (RuntimeError, OSError) as exc:
+            log.warning("cannot write the model cache entry %s (%s)", self.path, exc)
+            return False
+        return True
+
+    def remove(self) -> None:
+        """Delete the entry (a damaged one)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _base_name(source: CheckpointId) -> str:
+    version = _safe(package_version("openvino"))
+    return f"midas_small-{source.short}-ov{version}-{_code_digest()}"
+
+
+def fp32_entry(source: CheckpointId, root: Path | None = None) -> CacheEntry:
+    """The converted fp32 model's entry for ``source``."""
+    return CacheEntry((root or openvino_cache_dir()) / _base_name(source))
+
+
+def int8_entry(source: CheckpointId, recipe: str, root: Path | None = None) -> CacheEntry:
+    """The int8 model's entry for ``source`` made with calibration ``recipe`` (a digest)."""
+    nncf = _safe(package_version("nncf"))
+    return CacheEntry((root or openvino_cache_dir())
+                      / f"{_base_name(source)}-int8-nncf{nncf}-{recipe}")
