@@ -16,6 +16,9 @@ from stream.settings import (
     Layout,
     Precision,
     RawFormat,
+    RobotSettings,
+    RosbagStorage,
+    StampOrigin,
     StreamSettings,
     choices,
     smooth_strength,
@@ -172,9 +175,69 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
                    help="depth values on the wire (default: float16)")
     n.add_argument("--zmq-jpeg", action="store_true",
                    help="also send the colour frame as JPEG")
+    _robot_options(p)
     g.add_argument("--stats", metavar="FILE.json",
                    help="write frame counts, per-stage ms and latency p50/p95 as JSON")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def _robot_options(p: argparse.ArgumentParser) -> None:
+    r = p.add_argument_group(
+        "ROS 2 and Foxglove",
+        "Depth is relative inverse depth (larger = nearer, not metres); point clouds are "
+        "in metres only with two or more --known-distance points.")
+    r.add_argument("--rosbag", metavar="DIR",
+                   help="write a ROS 2 bag: depth (32FC1), JPEG colour, camera info per frame")
+    r.add_argument("--rosbag-storage", choices=choices(RosbagStorage), default="mcap",
+                   help="the bag's storage (default: mcap)")
+    r.add_argument("--rosbag-colour", action="store_true",
+                   help="also put the colourised depth in the bag (bgr8)")
+    r.add_argument("--foxglove", metavar="[HOST:]PORT",
+                   help="serve the frames live to Foxglove over WebSocket (host default "
+                        "127.0.0.1; another host is reachable from the network with no "
+                        "authentication)")
+    r.add_argument("--mcap", metavar="FILE", help="record the Foxglove channels to FILE.mcap")
+    r.add_argument("--pointcloud", action="store_true",
+                   help="also publish a coloured point cloud per frame")
+    r.add_argument("--point-step", type=int, default=4, metavar="N",
+                   help="point clouds take every N-th pixel across and down (default: 4)")
+    r.add_argument("--fov", type=float, metavar="DEGREES",
+                   help="horizontal field of view of the camera (default: 60)")
+    r.add_argument("--intrinsics", metavar="FX,FY,CX,CY",
+                   help="calibrated camera intrinsics in pixels at the input's size")
+    r.add_argument("--known-distance", action="append", default=[], metavar="ROW,COL,METRES",
+                   help="a pixel whose distance is known; two or more make point clouds metric")
+    r.add_argument("--frame-id", default="camera", help="frame_id of every message "
+                   "(an optical frame: x right, y down, z forward; default: camera)")
+    r.add_argument("--topic-prefix", default="/depthstream",
+                   help="namespace of the topics (default: /depthstream)")
+    r.add_argument("--stamp-origin", choices=choices(StampOrigin), default="video",
+                   help="stamps of a file's frames: seconds from the video's start, or unix "
+                        "time from its recorded start (live sources: the capture clock)")
+
+
+def _encoder_options(p: argparse.ArgumentParser) -> None:
+    from stream.settings import CODEC_DEFAULTS, CRF_RANGES, PRESET_NAMES, VideoCodec
+
+    lossy = [c for c in VideoCodec if c in CRF_RANGES]
+    e = p.add_argument_group("video encoding")
+    e.add_argument("--codec", choices=choices(VideoCodec), default=None,
+                   help="video codec (default: h264 in .mp4 and .mkv, vp9 in .webm; "
+                        "ffv1 is lossless, in .mkv)")
+    e.add_argument("--crf", type=int, metavar="N",
+                   help="quality, lower is better and larger: " + ", ".join(
+                       f"{c.value} {CRF_RANGES[c][0]}-{CRF_RANGES[c][1]} (default "
+                       f"{CODEC_DEFAULTS[c][0]})" for c in lossy))
+    e.add_argument("--preset", choices=PRESET_NAMES, default=None, metavar="PRESET",
+                   help=f"encoder speed, {PRESET_NAMES[0]} (largest file) to {PRESET_NAMES[-1]} "
+                        "(smallest; default: " + ", ".join(
+                            f"{c.value} {CODEC_DEFAULTS[c][1]}" for c in lossy) + ")")
+
+
+def _window_keys_help() -> str:
+    from stream.window_keys import key_help
+
+    return "keys in the window:\n" + "\n".join(f"  {line}" for line in key_help())
 
 
 def _stream_settings(args: argparse.Namespace) -> StreamSettings:
@@ -187,6 +250,12 @@ def _stream_settings(args: argparse.Namespace) -> StreamSettings:
         weights=args.weights, precision=args.precision,
         duration_s=getattr(args, "duration", None),
         stats_path=args.stats,
+        robot=RobotSettings(
+            fov_deg=args.fov, intrinsics=args.intrinsics, known_distances=args.known_distance,
+            rosbag_dir=args.rosbag, rosbag_storage=args.rosbag_storage,
+            rosbag_colour=args.rosbag_colour, stamp_origin=args.stamp_origin,
+            frame_id=args.frame_id, topic_prefix=args.topic_prefix, foxglove=args.foxglove,
+            mcap_path=args.mcap, pointcloud=args.pointcloud, point_step=args.point_step),
     )
 
 
@@ -201,6 +270,41 @@ def _zmq_sinks(args: argparse.Namespace) -> list[Sink]:
     from stream.publisher import ZmqPublisher
 
     return [ZmqPublisher(args.zmq, dtype=args.zmq_dtype or "float16", jpeg=args.zmq_jpeg)]
+
+
+def _announce_foxglove(args: argparse.Namespace, sinks: list[Sink]) -> None:
+    if args.foxglove is None:
+        return
+    from stream.foxglove_sink import FoxgloveServerSink, loopback_warning
+
+    for sink in sinks:
+        if isinstance(sink, FoxgloveServerSink):
+            print(f"foxglove: {sink.url} (Foxglove: Open connection > Foxglove WebSocket)",
+                  flush=True)
+            warning = loopback_warning(sink)
+            if warning:
+                print(f"depthstream: warning: {warning}", file=sys.stderr)
+
+
+def _report_foxglove(args: argparse.Namespace, sinks: list[Sink]) -> None:
+    if args.foxglove is None:
+        return
+    from stream.foxglove_sink import FoxgloveServerSink
+
+    for sink in sinks:
+        if isinstance(sink, FoxgloveServerSink):
+            print(f"foxglove {sink.url}: {sink.sent} sent, {sink.dropped} dropped (sender "
+                  f"busy), {sink.skipped} with no viewer")
+
+
+def _video_summary(sinks: list[Sink]) -> str:
+    """``", 1.2 MB, 845 kb/s"`` for the video file a run wrote, else ``""``."""
+    video_sink = sys.modules.get("stream.video_sink")  # not loaded: no video was written
+    for sink in sinks if video_sink is not None else ():
+        if isinstance(sink, video_sink.VideoFileSink) and sink.size_bytes:
+            rate = sink.bitrate_kbps
+            return f", {sink.size_bytes / 1e6:.1f} MB" + (f", {rate:.0f} kb/s" if rate else "")
+    return ""
 
 
 def _report_zmq(sinks: list[Sink]) -> None:
@@ -254,9 +358,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     bar = _ProgressBar(Path(args.input).name, enabled=not args.no_progress)
     pipeline = build_convert(args.input, args.out, settings, progress=bar,
                              extra_sinks=_zmq_sinks(args))
+    _announce_foxglove(args, pipeline.sinks)
     stats = _run_and_report(pipeline, bar)
     _report_zmq(pipeline.sinks)
-    print(f"{args.input} -> {args.out or args.raw}: {stats.frames_written} frames, "
+    _report_foxglove(args, pipeline.sinks)
+    outputs = [o for o in (args.out, args.raw, args.rosbag, args.mcap) if o is not None]
+    print(f"{args.input} -> {', '.join(outputs) or 'foxglove'}: {stats.frames_written} frames, "
           f"{stats.fps:.1f} fps")
     return ExitStatus.OK
 
@@ -275,10 +382,12 @@ def _cmd_live(args: argparse.Namespace) -> int:
         source = open_source(args.url if args.url is not None else (args.camera or 0))
     pipeline = build_live(source, settings, video=args.out, window=not args.no_window,
                           extra_sinks=_zmq_sinks(args))
+    _announce_foxglove(args, pipeline.sinks)
     stats = _run_and_report(pipeline)
     p50 = f"{stats.latency_ms_p50:.0f}" if stats.latency_ms_p50 is not None else "-"
     p95 = f"{stats.latency_ms_p95:.0f}" if stats.latency_ms_p95 is not None else "-"
     _report_zmq(pipeline.sinks)
+    _report_foxglove(args, pipeline.sinks)
     print(f"live: {stats.frames_read} frames read, {stats.frames_written} shown/written, "
           f"{stats.frames_dropped} dropped, {stats.fps:.1f} fps, latency p50 {p50} ms, "
           f"p95 {p95} ms")

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .builder import open_source
+from .builder import build_sinks, closing_on_error, open_source, robot_camera, stamp_start_unix_s
 from .errors import ConfigError, PipelineError, StreamError
 from .inference import DepthEstimator, create_estimator
 from .pipeline import Pipeline
 from .queues import DropPolicy, QueueSink
 from .records import DepthFrame, Frame, VideoInfo
-from .settings import StreamSettings, smooth_strength
+from .settings import RobotSettings, StreamSettings, smooth_strength
 from .sources import Source, read_image
 from .stats import RunStats
 from .transforms import to_rgb
@@ -188,6 +188,9 @@ class DepthStream:
             played at its frame rate, as a camera would deliver it.
         estimator: a built :class:`~stream.inference.DepthEstimator` to use instead of
             loading ``weights`` (the stream does not close it).
+        robot: the camera model (``frame.camera``, ``frame.points()``), known distances
+            for metric points, and ROS 2 bag / Foxglove / MCAP outputs, as
+            :class:`~stream.settings.RobotSettings`; default: a 60 degree camera.
 
     Raises:
         SourceError: the source cannot be opened.
@@ -209,20 +212,28 @@ class DepthStream:
         live: bool | None = None,
         *,
         estimator: DepthEstimator | None = None,
+        robot: RobotSettings | None = None,
     ) -> None:
         settings = StreamSettings(smooth=smooth_strength(smooth), backend=backend,
-                                  weights=None if weights is None else os.fspath(weights))
+                                  weights=None if weights is None else os.fspath(weights),
+                                  robot=robot)
         opened = _open_source(source, live)  # cheap checks before the model loads
         try:
-            owns = estimator is None
-            if estimator is None:
-                estimator = create_estimator(weights, backend, live=opened.info.live)
+            camera = robot_camera(settings, opened)
+            path = getattr(opened, "path", None)
+            outputs = build_sinks(settings, inputs=[path] if path is not None else [],
+                                  start_unix_s=stamp_start_unix_s(settings, opened))
+            with closing_on_error(*outputs):
+                owns = estimator is None
+                if estimator is None:
+                    estimator = create_estimator(weights, backend, live=opened.info.live)
             # A consumer that takes its time holds a file back (nothing is lost) and
             # sees only the newest result of a live source.
             policy = DropPolicy.LATEST if opened.info.live else DropPolicy.BLOCK
             self._sink = QueueSink(maxsize=4, policy=policy)
-            self._pipeline = Pipeline(opened, estimator, [self._sink], settings,
+            self._pipeline = Pipeline(opened, estimator, [self._sink, *outputs], settings,
                                       close_estimator=owns)
+            self._pipeline.depth_stage.camera = camera
         except BaseException:
             opened.close()
             raise

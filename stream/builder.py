@@ -21,12 +21,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .camera import StreamCamera, stream_camera
 from .errors import ConfigError, StreamError
 from .files import check_not_input, check_output_path, write_json_atomic
 from .inference import DepthEstimator
 from .pipeline import Pipeline, Progress
 from .render import Renderer
-from .settings import StreamSettings
+from .settings import StampOrigin, StreamSettings
 from .sinks import RawDepthSink, Sink
 from .sources import FileSource, LiveSource, Source
 from .stats import RunStats
@@ -36,6 +37,8 @@ __all__ = [
     "open_source",
     "make_estimator",
     "build_sinks",
+    "robot_camera",
+    "stamp_start_unix_s",
     "build_convert",
     "build_live",
     "run",
@@ -104,7 +107,8 @@ def make_estimator(settings: StreamSettings, live: bool = False) -> DepthEstimat
 def build_sinks(settings: StreamSettings, *, video: str | os.PathLike | None = None,
                 window: bool = False, audio_from: str | os.PathLike | None = None,
                 inputs: Iterable[str | os.PathLike] = (),
-                extra: Iterable[Sink] = ()) -> list[Sink]:
+                extra: Iterable[Sink] = (),
+                start_unix_s: float | None = None) -> list[Sink]:
     """The sinks ``settings`` and the outputs ask for, checked before any is written.
 
     Args:
@@ -114,11 +118,15 @@ def build_sinks(settings: StreamSettings, *, video: str | os.PathLike | None = N
         audio_from: the file whose sound goes into ``video``.
         inputs: the run's input files: no output may be one of them.
         extra: sinks made elsewhere (a ZeroMQ publisher...), kept first.
+        start_unix_s: the input file's start time, for ``--stamp-origin unix``.
 
     Raises:
-        SinkError: an output cannot be written, exists, or is an input.
+        SinkError: an output cannot be written, exists, or is an input; the Foxglove
+            server cannot listen.
     """
-    outputs = [p for p in (video, settings.raw_dir, settings.stats_path) if p is not None]
+    robot = settings.robot
+    outputs = [p for p in (video, settings.raw_dir, settings.stats_path, robot.rosbag_dir,
+                           robot.mcap_path) if p is not None]
     check_not_input(outputs, inputs)
     if settings.stats_path is not None:
         check_output_path(settings.stats_path, settings.overwrite)
@@ -136,7 +144,59 @@ def build_sinks(settings: StreamSettings, *, video: str | os.PathLike | None = N
         if settings.raw_dir is not None:
             sinks.append(RawDepthSink(settings.raw_dir, settings.raw_format,
                                       settings.overwrite, unsmoothed=settings.raw_unsmoothed))
+        sinks.extend(_robot_sinks(settings, start_unix_s))
     return sinks
+
+
+def _robot_sinks(settings: StreamSettings, start_unix_s: float | None) -> list[Sink]:
+    """The ROS 2 bag, MCAP and Foxglove server sinks ``settings.robot`` asks for."""
+    from .stamps import Stamper
+
+    robot = settings.robot
+    with closing_on_error() as sinks:
+        if robot.rosbag_dir is not None:
+            from .rosbag_sink import RosbagSink
+
+            sinks.append(RosbagSink.from_settings(
+                settings, Stamper(robot.stamp_origin, start_unix_s)))
+        if robot.mcap_path is not None or robot.foxglove is not None:
+            from .foxglove_sink import FoxgloveServerSink, McapSink
+
+            if robot.mcap_path is not None:
+                sinks.append(McapSink.from_settings(
+                    settings, Stamper(robot.stamp_origin, start_unix_s)))
+            if robot.foxglove is not None:
+                sinks.append(FoxgloveServerSink.from_settings(
+                    settings, Stamper(robot.stamp_origin, start_unix_s)))
+    return sinks
+
+
+def robot_camera(settings: StreamSettings, source: Source) -> StreamCamera:
+    """The camera model of ``settings.robot`` for ``source``'s picture size.
+
+    Raises:
+        ConfigError: the intrinsics' principal point or a known point is outside the
+            picture.
+    """
+    return stream_camera(settings.robot, *source.info.size_wh, warnings=source.warnings)
+
+
+def stamp_start_unix_s(settings: StreamSettings, source: Source) -> float | None:
+    """A file's start time when ``--stamp-origin unix`` asks for it (else None).
+
+    A file without a recorded start time gets a line in ``source.warnings``.
+    """
+    path = getattr(source, "path", None)
+    if (settings.robot.stamp_origin is not StampOrigin.UNIX or not settings.robot.outputs
+            or path is None or source.info.live):
+        return None
+    from .stamps import file_start_unix_s
+
+    start = file_start_unix_s(path)
+    if start is None:
+        source.warnings.append("the input has no recorded start time (creation_time): "
+                               "--stamp-origin unix stamps count from the video's start")
+    return start
 
 
 def build_convert(
@@ -169,18 +229,24 @@ def build_convert(
     """
     settings = settings or StreamSettings()
     extra = list(extra_sinks)
-    if output_path is None and settings.raw_dir is None and not extra:
-        raise ConfigError("nothing to write: give an output video or a raw depth folder")
+    if (output_path is None and settings.raw_dir is None and not extra
+            and not settings.robot.outputs):
+        raise ConfigError("nothing to write: give an output video, a raw depth folder, "
+                          "--rosbag, --mcap or --foxglove")
     with closing_on_error(*extra):
         source = FileSource(input_path)
     with closing_on_error(source):
+        camera = robot_camera(settings, source)
         sinks = build_sinks(settings, video=output_path, audio_from=source.path,
-                            inputs=[source.path], extra=extra)
+                            inputs=[source.path], extra=extra,
+                            start_unix_s=stamp_start_unix_s(settings, source))
         with closing_on_error(*sinks):
             owns = estimator is None
             estimator = estimator or make_estimator(settings)
-    return Pipeline(source, estimator, sinks, settings, stop_event, progress=progress,
-                    close_estimator=owns)
+    pipeline = Pipeline(source, estimator, sinks, settings, stop_event, progress=progress,
+                        close_estimator=owns)
+    pipeline.depth_stage.camera = camera
+    return pipeline
 
 
 def build_live(
@@ -206,12 +272,15 @@ def build_live(
     path = getattr(source, "path", None)
     audio = path if getattr(source, "realtime", False) else None
     with closing_on_error(source, *extra_sinks):
+        camera = robot_camera(settings, source)
         sinks = build_sinks(settings, video=video, window=window, audio_from=audio,
                             inputs=[path] if path is not None else [], extra=extra_sinks)
         with closing_on_error(*sinks):
             owns = estimator is None
             estimator = estimator or make_estimator(settings, live=True)
-    return Pipeline(source, estimator, sinks, settings, stop_event, close_estimator=owns)
+    pipeline = Pipeline(source, estimator, sinks, settings, stop_event, close_estimator=owns)
+    pipeline.depth_stage.camera = camera
+    return pipeline
 
 
 def run(pipeline: Pipeline, stop_timeout_s: float = 60.0) -> RunStats:

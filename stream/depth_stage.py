@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from .settings import StreamSettings
 from .smoothing import TemporalSmoother
 from .stats import Tally
 from .transforms import to_rgb
+
+if TYPE_CHECKING:
+    from .camera import StreamCamera
 
 __all__ = ["Smoother", "ColourRange", "make_smoother", "DepthStage"]
 
@@ -69,12 +72,15 @@ class DepthStage:
         colour_range: the colour range (default a :class:`DisplayRange`).
         live: one frame at a time (live) or a stream with frames in flight (files).
         close_estimator: close the estimator when :meth:`run` ends.
+        camera: the stream's camera (:class:`stream.camera.StreamCamera`); each
+            DepthFrame gets its model, with the metric fit when known distances are set.
     """
 
     def __init__(self, estimator: DepthEstimator, smoother: Smoother | None,
                  colour_range: ColourRange | None = None, live: bool = False,
-                 close_estimator: bool = False) -> None:
+                 close_estimator: bool = False, camera: StreamCamera | None = None) -> None:
         self.estimator = estimator
+        self.camera = camera
         self.smoother = smoother
         self.colour_range = colour_range or DisplayRange()
         self.live = live
@@ -86,6 +92,8 @@ class DepthStage:
         if self.smoother is not None:
             self.smoother.reset()  # a new run: nothing from an earlier one carries over
         self.colour_range.reset()
+        if self.camera is not None:
+            self.camera.reset()
         estimates = self._estimates(frames, stop)
         try:
             for frame, depth, inference_ms in estimates:
@@ -105,17 +113,24 @@ class DepthStage:
     def _depth_frame(self, frame: Frame, depth: np.ndarray, inference_ms: float) -> DepthFrame:
         """Smooth ``depth``, pick its colour range, and make the record."""
         raw_depth = None
+        cut = False
         if self.smoother is not None:
             raw_depth = np.asarray(depth, dtype=np.float32)
             depth = self.smoother.update(raw_depth, frame.image)
-            if getattr(self.smoother, "scene_cut", False):
+            cut = bool(getattr(self.smoother, "scene_cut", False))
+            if cut:
                 self.colour_range.reset()  # a new scale: the old range means nothing
         lo, hi = self.colour_range.update(depth)
+        depth = np.asarray(depth, dtype=np.float32)
+        camera = None
+        if self.camera is not None:
+            camera = self.camera.for_frame(depth, smoothed=self.smoother is not None,
+                                           scene_cut=cut)
         return DepthFrame(
             index=frame.index, timestamp=frame.timestamp, image=frame.image,
-            depth=np.asarray(depth, dtype=np.float32), inference_ms=inference_ms,
+            depth=depth, inference_ms=inference_ms,
             lo=float(lo), hi=float(hi), smoothed=self.smoother is not None, pts=frame.pts,
-            captured=frame.captured, raw_depth=raw_depth,
+            captured=frame.captured, raw_depth=raw_depth, camera=camera,
         )
 
     def _estimates(self, frames: FrameQueue[Frame],

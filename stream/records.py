@@ -11,8 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .camera import PinholeCamera, PointCloud
 
 __all__ = ["Frame", "DepthFrame", "VideoInfo"]
 
@@ -101,6 +105,9 @@ class DepthFrame:
         captured: ``time.monotonic()`` when the source frame was decoded.
         raw_depth: the network's own depth (frame size, its own scale) when ``depth`` is
             smoothed; ``None`` when ``depth`` already is the network's.
+        camera: the pinhole model of the input (:class:`stream.camera.PinholeCamera`),
+            with the metric fit of this frame when known distances were given; ``None``
+            for frames made by hand.
     """
 
     index: int
@@ -114,9 +121,13 @@ class DepthFrame:
     pts: int | None = None
     captured: float = field(default_factory=time.monotonic)
     raw_depth: np.ndarray | None = None
+    camera: PinholeCamera | None = None
 
     def __post_init__(self) -> None:
         _check_bgr(self.image, "DepthFrame")
+        if self.camera is not None and self.camera.size_wh != self.size_wh:
+            raise ValueError(f"DepthFrame.camera is {self.camera.size_wh}, the frame "
+                             f"{self.size_wh}")
         if self.raw_depth is not None and (self.raw_depth.dtype != np.float32
                                            or self.raw_depth.shape != self.image.shape[:2]):
             raise ValueError("DepthFrame.raw_depth must be float32 like depth")
@@ -137,3 +148,17 @@ class DepthFrame:
     def network_depth(self) -> np.ndarray:
         """The network's own depth (``raw_depth`` when smoothed, else ``depth``)."""
         return self.depth if self.raw_depth is None else self.raw_depth
+
+    def points(self, step: int = 4) -> PointCloud:
+        """Every ``step``-th pixel back-projected through :attr:`camera`, with its colour.
+
+        In metres when known distances were given (``cloud.metric``), else in relative
+        units; see :meth:`stream.camera.PinholeCamera.points`.
+
+        Raises:
+            ValueError: the frame has no camera, or ``step`` is not a whole number >= 1.
+        """
+        if self.camera is None:
+            raise ValueError("this DepthFrame has no camera model (frames from a pipeline "
+                             "have one; see stream.camera.PinholeCamera)")
+        return self.camera.points(self, step)

@@ -8,14 +8,18 @@ choices (the CLI's ``choices=`` come from them). Records, bottom-up:
 * :class:`ModelSettings`: weights, backend, device, precision;
 * :class:`ExportSettings`: the raw depth folder, its format, unsmoothed or not;
 * :class:`RunLimits`: duration, queue size, the ``--stats`` file;
+* :class:`RobotSettings`: camera model, known distances, ROS 2 bag, Foxglove, MCAP;
 * :class:`StreamSettings`: everything a conversion or live run is asked to do, with the
   records above as properties (its keyword constructor is the public API).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -29,15 +33,21 @@ __all__ = [
     "Precision",
     "Layout",
     "RawFormat",
+    "RosbagStorage",
+    "StampOrigin",
     "COLORMAP_NAMES",
+    "DEFAULT_FOV_DEG",
     "DEFAULT_SMOOTH",
     "choices",
     "parse_enum",
     "smooth_strength",
+    "parse_host_port",
+    "is_loopback",
     "RenderSettings",
     "ModelSettings",
     "ExportSettings",
     "RunLimits",
+    "RobotSettings",
     "StreamSettings",
 ]
 
@@ -45,6 +55,9 @@ E = TypeVar("E", bound=Enum)
 
 DEFAULT_SMOOTH = 0.8
 """Default temporal smoothing strength (chosen with ``benchmarks/temporal.py``)."""
+
+DEFAULT_FOV_DEG = 60.0
+"""Default horizontal field of view of the pinhole camera model (a typical webcam's)."""
 
 COLORMAP_NAMES = ("inferno", "magma", "plasma", "viridis", "turbo", "jet", "bone", "gray")
 """Colormaps by name (near = bright in each); :mod:`stream.colormap` maps them to tables."""
@@ -86,6 +99,24 @@ class RawFormat(Enum):
 
     PNG = "png"
     NPY = "npy"
+
+
+class RosbagStorage(Enum):
+    """Storage of a ROS 2 bag: MCAP (rosbag2's default since Iron) or SQLite 3."""
+
+    MCAP = "mcap"
+    SQLITE3 = "sqlite3"
+
+
+class StampOrigin(Enum):
+    """Header stamps of a file's frames: seconds from the video's start, or wall-clock time.
+
+    ``UNIX`` adds the file's recorded start time (its ``creation_time``) when it has one.
+    Live sources always stamp with the capture clock (wall-clock time).
+    """
+
+    VIDEO = "video"
+    UNIX = "unix"
 
 
 def choices(kind: type[Enum]) -> tuple[str, ...]:
@@ -133,6 +164,160 @@ def smooth_strength(smooth: bool | float | None = None, off: bool = False) -> fl
 
 def _set(obj: Any, name: str, value: Any) -> None:
     object.__setattr__(obj, name, value)
+
+
+_ROS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``"[HOST:]PORT"`` -> ``(host, port)``; IPv6 hosts in brackets (``[::1]:8765``).
+
+    Raises:
+        ConfigError: no port, a port outside 0..65535 (0: any free port), or an empty host.
+    """
+    text = str(text).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host = default_host
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"expected [HOST:]PORT with a port from 0 to 65535, got {text!r}")
+    return host, int(port)
+
+
+def _numbers(value: Any, count: int, what: str) -> tuple[float, ...]:
+    """``"a,b,c"`` or a sequence -> ``count`` finite floats."""
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        numbers = tuple(float(v) for v in parts)
+    except (TypeError, ValueError):
+        numbers = ()
+    if len(numbers) != count or not all(math.isfinite(v) for v in numbers):
+        raise ConfigError(f"{what}: expected {count} numbers separated by commas, got {value!r}")
+    return numbers
+
+
+def _known_distance(value: Any) -> tuple[int, int, float]:
+    row, col, metres = _numbers(value, 3, "--known-distance ROW,COL,METRES")
+    if row != int(row) or col != int(col) or row < 0 or col < 0 or metres <= 0:
+        raise ConfigError(f"--known-distance ROW,COL,METRES: row and column are pixel "
+                          f"indices (0 or more), metres positive; got {value!r}")
+    return int(row), int(col), metres
+
+
+@dataclass(frozen=True)
+class RobotSettings:
+    """The camera model and the robotics outputs (ROS 2 bag, Foxglove live view, MCAP).
+
+    Strings are accepted where the command line gives them (``intrinsics="500,500,320,
+    240"``, ``known_distances=["240,320,1.5", ...]``, ``foxglove="0.0.0.0:8765"``). What
+    needs the picture's size (principal point inside the picture, known points inside
+    the frame) is checked when the source is open, by :mod:`stream.camera`.
+
+    Attributes:
+        fov_deg: horizontal field of view of the pinhole model (default
+            :data:`DEFAULT_FOV_DEG`); not together with ``intrinsics``.
+        intrinsics: ``(fx, fy, cx, cy)`` in pixels at the input's size.
+        known_distances: ``(row, col, metres)`` of two or more pixels whose distance
+            is known: point clouds are then in metres (else in relative units).
+        rosbag_dir: write a ROS 2 bag (a folder) here.
+        rosbag_storage: the bag's storage plugin.
+        rosbag_colour: also put the colourised depth in the bag (``bgr8``).
+        stamp_origin: header stamps of a file's frames (live sources: capture clock).
+        frame_id: ``header.frame_id`` of every message (an optical frame: x right, y
+            down, z forward).
+        topic_prefix: namespace of every topic and channel.
+        foxglove: ``[HOST:]PORT`` of a Foxglove WebSocket server (default host
+            127.0.0.1; any other host is reachable from the network, unauthenticated).
+        mcap_path: record the Foxglove channels to this MCAP file.
+        pointcloud: also publish a point cloud per frame.
+        point_step: point clouds take every ``point_step``-th pixel in each direction.
+    """
+
+    fov_deg: float | None = None
+    intrinsics: tuple[float, float, float, float] | str | None = None
+    known_distances: Sequence[tuple[int, int, float] | str] = ()
+    rosbag_dir: Path | None = None
+    rosbag_storage: RosbagStorage = RosbagStorage.MCAP
+    rosbag_colour: bool = False
+    stamp_origin: StampOrigin = StampOrigin.VIDEO
+    frame_id: str = "camera"
+    topic_prefix: str = "/depthstream"
+    foxglove: str | None = None
+    mcap_path: Path | None = None
+    pointcloud: bool = False
+    point_step: int = 4
+
+    def __post_init__(self) -> None:
+        self._check_camera()
+        _set(self, "rosbag_storage",
+             parse_enum(RosbagStorage, self.rosbag_storage, "rosbag storage"))
+        _set(self, "stamp_origin", parse_enum(StampOrigin, self.stamp_origin, "stamp origin"))
+        for name in ("rosbag_dir", "mcap_path"):
+            if getattr(self, name) is not None:
+                _set(self, name, Path(getattr(self, name)))
+        if self.foxglove is not None:
+            _set(self, "foxglove", "{}:{}".format(*parse_host_port(self.foxglove)))
+        if not (isinstance(self.frame_id, str) and re.fullmatch(r"[A-Za-z_][\w/.-]*",
+                                                                 self.frame_id)):
+            raise ConfigError(f"--frame-id must start with a letter or _ and hold letters, "
+                              f"digits, _ / . -; got {self.frame_id!r}")
+        parts = self.topic_prefix.split("/") if isinstance(self.topic_prefix, str) else [""]
+        if parts[0] != "" or not all(_ROS_NAME.fullmatch(p) for p in parts[1:]):
+            raise ConfigError(f"--topic-prefix must be a ROS name like /depthstream or "
+                              f"/robot/front, got {self.topic_prefix!r}")
+        if int(self.point_step) != self.point_step or self.point_step < 1:
+            raise ConfigError(f"point step must be a whole number >= 1, got {self.point_step}")
+        _set(self, "point_step", int(self.point_step))
+        if self.pointcloud and not self.outputs:
+            raise ConfigError("--pointcloud goes with --rosbag, --foxglove or --mcap")
+        if self.rosbag_colour and self.rosbag_dir is None:
+            raise ConfigError("--rosbag-colour goes with --rosbag DIR")
+
+    def _check_camera(self) -> None:
+        if self.intrinsics is not None:
+            if self.fov_deg is not None:
+                raise ConfigError("give --fov or --intrinsics, not both")
+            values = _numbers(self.intrinsics, 4, "--intrinsics fx,fy,cx,cy")
+            if values[0] <= 0 or values[1] <= 0 or values[2] < 0 or values[3] < 0:
+                raise ConfigError(f"--intrinsics: fx and fy must be positive and the "
+                                  f"principal point inside the picture, got {self.intrinsics!r}")
+            _set(self, "intrinsics", values)
+        if self.fov_deg is not None:
+            try:
+                fov = float(self.fov_deg)
+            except (TypeError, ValueError):
+                fov = math.nan
+            if not 0 < fov < 180:
+                raise ConfigError(f"--fov must be between 0 and 180 degrees, got {self.fov_deg}")
+            _set(self, "fov_deg", fov)
+        known = self.known_distances
+        points = tuple(_known_distance(p) for p in ([known] if isinstance(known, str) else known))
+        if len(points) == 1:
+            raise ConfigError("give two or more --known-distance points (one cannot fix both "
+                              "the scale and the shift of relative depth)")
+        _set(self, "known_distances", points)
+
+    @property
+    def outputs(self) -> bool:
+        """A bag, a Foxglove server or an MCAP file is asked for."""
+        return any(v is not None for v in (self.rosbag_dir, self.foxglove, self.mcap_path))
+
+    @property
+    def foxglove_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the Foxglove server, or ``None``."""
+        return None if self.foxglove is None else parse_host_port(self.foxglove)
 
 
 @dataclass(frozen=True)
@@ -253,6 +438,8 @@ class StreamSettings:
         overwrite: replace existing outputs.
         backend, device, weights, precision: see :class:`ModelSettings`.
         duration_s, queue_size, stats_path: see :class:`RunLimits`.
+        robot: camera model and robotics outputs, see :class:`RobotSettings`
+            (``None``: the defaults, no robotics output).
     """
 
     layout: Layout = Layout.DEPTH
@@ -271,9 +458,14 @@ class StreamSettings:
     queue_size: int = 4
     precision: Precision = Precision.AUTO
     stats_path: Path | None = None
+    robot: RobotSettings | None = None
 
     def __post_init__(self) -> None:
         _set(self, "smooth", smooth_strength(self.smooth))
+        if self.robot is None:
+            _set(self, "robot", RobotSettings())
+        elif not isinstance(self.robot, RobotSettings):
+            raise ConfigError(f"robot must be a RobotSettings, got {type(self.robot).__name__}")
         groups = {
             "render": RenderSettings(self.layout, self.alpha, self.cmap, self.invert),
             "model": ModelSettings(self.weights, self.backend, self.device, self.precision),
