@@ -53,6 +53,9 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=choices(Precision), default="auto",
                    help="network precision (default: auto = int8 where its self-check against "
                         "fp32 passed, else fp32; int8 is made once per checkpoint, OpenVINO only)")
+    g.add_argument("--precision", choices=choices(Precision), default="auto",
+                   help="network precision (default: auto = int8 where its self-check against "
+                        "fp32 passed, else fp32; int8 is made once per checkpoint, OpenVINO only)")
 
 
 def _colour_options(p: argparse.ArgumentParser) -> None:
@@ -400,6 +403,36 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     serve(args.host, args.port, args.data_dir, args.weights, args.backend, args.device,
           camera=args.camera, url=args.url, max_image_mb=args.max_image_mb,
           max_video_mb=args.max_video_mb)
+    return ExitStatus.OK
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from stream.backends import model_report
+
+    report = model_report(args.weights, args.precision)
+    if args.json:
+        import json
+
+        print(json.dumps(report, indent=2))
+        return ExitStatus.OK
+    check = report["int8_agreement"]
+    lines = [
+        ("weights", f"{report['weights']} ({report['size_bytes']} bytes, "
+                    f"sha256 {report['sha256'][:16]}...)"),
+        ("model cache", report["cache"]),
+        ("fp32 model", report["fp32_model"] or "not made yet (made on first use)"),
+        ("int8 model", report["int8_model"] or "not made yet (--precision int8 makes it)"),
+        ("int8 vs fp32", "-" if check is None else
+         f"AbsRel {check['abs_rel']:.4f}, delta<1.25 {check['delta1']:.4f} on "
+         f"{check['frames']} held-out frames (worst frame {check['abs_rel_worst']:.4f}, "
+         f"{check['delta1_worst']:.4f})"),
+        ("auto uses", report["auto"]),
+        ("OpenVINO / NNCF", f"{report['openvino']} / {report['nncf']}, "
+                            f"{report['threads']} threads"),
+        ("telemetry", report["telemetry"]),
+    ]
+    for name, value in lines:
+        print(f"{name + ':':16} {value}")
     return ExitStatus.OK
 
 

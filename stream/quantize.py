@@ -303,17 +303,30 @@ def _nncf_output(progress: bool) -> Iterator[None]:
         yield
 
 
-def _quantize(ov: Any, fp32: Any, inputs: list[np.ndarray], recipe: Recipe,
-              progress: bool) -> Any:
+def _import_nncf() -> Any:
+    """``import nncf`` with its telemetry off and its start-up chatter silenced.
+
+    Raises:
+        ConfigError: NNCF is not installed.
+    """
     from .privacy import disable_telemetry
 
     disable_telemetry()
     # NNCF imports torch when it is installed; torch then warns that it found no CUDA.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    with _nncf_output(progress):
-        import nncf
+    try:
+        with _nncf_output(False):
+            import nncf
+    except ImportError as exc:
+        raise ConfigError(f"--precision int8 needs NNCF ({exc}); pip install nncf, "
+                          "or use --precision fp32") from exc
+    nncf.set_log_level(logging.WARNING)
+    return nncf
 
-        nncf.set_log_level(logging.WARNING)
+
+def _quantize(nncf: Any, fp32: Any, inputs: list[np.ndarray], recipe: Recipe,
+              progress: bool) -> Any:
+    with _nncf_output(progress):
         preset = nncf.QuantizationPreset(recipe.preset)
         return nncf.quantize(fp32.clone(), nncf.Dataset(inputs), preset=preset,
                              subset_size=len(inputs), fast_bias_correction=True)
@@ -334,12 +347,14 @@ def self_check(core: Any, int8: Any, fp32: Any, threads: int,
     return agreement(_runner(core, int8, threads), _runner(core, fp32, threads), inputs)
 
 
-def find_cached(core: Any, source: CheckpointId, root: Path,
-                recipe: Recipe = DEFAULT_RECIPE, samples: Path = SAMPLES_DIR) -> Int8Model | None:
+def find_cached(core: Any, source: CheckpointId, root: Path, recipe: Recipe | None = None,
+                samples: Path | None = None) -> Int8Model | None:
     """The cached int8 model for ``source``, or ``None`` (not made yet, samples missing).
 
-    A damaged entry is removed (the next ``int8`` run makes it again).
+    ``recipe`` and ``samples`` default to :data:`DEFAULT_RECIPE` and :data:`SAMPLES_DIR`
+    (read when called). A damaged entry is removed (the next ``int8`` run makes it again).
     """
+    recipe, samples = recipe or DEFAULT_RECIPE, samples or SAMPLES_DIR
     try:
         entry = int8_entry(source, recipe.digest(samples), root)
     except OSError:  # no samples here: no int8 either
@@ -361,8 +376,8 @@ def find_cached(core: Any, source: CheckpointId, root: Path,
 def load_or_quantize(ov: Any, core: Any, fp32: Any, source: CheckpointId, root: Path,
                      threads: int, progress: bool = True,
                      say: Callable[[str], None] | None = None,
-                     recipe: Recipe = DEFAULT_RECIPE,
-                     samples: Path = SAMPLES_DIR) -> Int8Model:
+                     recipe: Recipe | None = None,
+                     samples: Path | None = None) -> Int8Model:
     """The int8 model for ``source``: from the cache, else quantized, checked and cached.
 
     Args:
@@ -374,8 +389,8 @@ def load_or_quantize(ov: Any, core: Any, fp32: Any, source: CheckpointId, root: 
         threads: CPU threads for the self-check.
         progress: show NNCF's progress bars (on stderr).
         say: prints a one-line message (the one-time cost and the self-check numbers).
-        recipe: calibration and check frames.
-        samples: the folder holding the samples.
+        recipe: calibration and check frames (default :data:`DEFAULT_RECIPE`).
+        samples: the folder holding the samples (default :data:`SAMPLES_DIR`).
 
     Returns:
         The model, its self-check, its cache entry, and whether it was made just now.
@@ -383,21 +398,18 @@ def load_or_quantize(ov: Any, core: Any, fp32: Any, source: CheckpointId, root: 
     Raises:
         ConfigError: NNCF is not installed, or the samples are missing.
     """
+    recipe, samples = recipe or DEFAULT_RECIPE, samples or SAMPLES_DIR
     _check_samples(recipe, samples)
     cached = find_cached(core, source, root, recipe, samples)
     if cached is not None:
         return cached
     entry = int8_entry(source, recipe.digest(samples), root)
-    try:
-        import nncf  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError(f"--precision int8 needs NNCF ({exc}); pip install nncf, "
-                          "or use --precision fp32") from exc
+    nncf = _import_nncf()
     say = say or (lambda message: None)
     say("quantizing the network to int8 for this checkpoint, once "
         "(about a minute on 2 cores; cached)")
     start = time.perf_counter()
-    model = _quantize(ov, fp32, calibration_inputs(recipe, samples), recipe, progress)
+    model = _quantize(nncf, fp32, calibration_inputs(recipe, samples), recipe, progress)
     check = self_check(core, model, fp32, threads, recipe, samples)
     took = time.perf_counter() - start
     say(f"int8 ready in {took:.0f} s; agreement with fp32: {check.summary()}")
