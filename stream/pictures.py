@@ -1,35 +1,48 @@
 """Pictures: depth for single pictures and folders of pictures (the ``image`` command).
 
-Reads with :mod:`stream.sources`, writes with :mod:`stream.sinks`; a picture's colour
-range is its own min-max.
+Reads with :mod:`stream.sources`, writes through :mod:`stream.strips` (each file whole or
+absent); starts no threads. A picture's colour range is its own min-max. A picture of any
+size costs little more memory than its decoded pixels: only the rows and columns the
+network's resize reads are gathered, and the full-size depth is computed, coloured and
+written a band of rows at a time, never held whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .colormap import colorize, minmax
-from .errors import SinkError, SourceError
+from .errors import ConfigError, SinkError, SourceError
 from .files import check_not_input, check_output_path
 from .inference import DepthEstimator
 from .settings import RenderSettings
-from .sinks import write_depth_raw, write_image
+from .sinks import depth_to_u16
 from .sources import find_images, read_image
-from .transforms import to_rgb
+from .strips import NpyWriter, PngWriter, StripWriter
+from .transforms import MEAN_RGB, STD_RGB, network_size, resize_depth
 
 __all__ = [
     "PictureSettings",
     "PictureResult",
     "render_picture",
-    "raw_stem",
+    "raw_paths",
     "plan_outputs",
     "run_pictures",
+    "network_input",
+    "estimate_bands",
+    "DepthBands",
 ]
+
+_CUBIC_A = -0.75  # OpenCV's INTER_CUBIC kernel, the reference's bicubic
+_BAND_BYTES = 1 << 24  # rows per band: about 16 MB of float32 depth
 
 
 @dataclass(frozen=True)
@@ -64,9 +77,10 @@ def render_picture(bgr: np.ndarray, depth: np.ndarray, settings: PictureSettings
     return np.hstack([bgr, colour]) if settings.side else colour
 
 
-def raw_stem(colour_png: Path) -> Path:
-    """Where ``--raw`` writes next to a colour PNG: ``<stem>_depth16`` (+ ``.png``/``.npy``)."""
-    return colour_png.with_name(colour_png.stem.removesuffix("_depth") + "_depth16")
+def raw_paths(colour_png: Path) -> tuple[Path, Path]:
+    """Where ``--raw`` writes next to a colour PNG: ``<stem>_depth16.png`` and ``.npy``."""
+    stem = colour_png.stem.removesuffix("_depth") + "_depth16"
+    return colour_png.with_name(stem + ".png"), colour_png.with_name(stem + ".npy")
 
 
 def plan_outputs(inputs: list[str | os.PathLike], out: str | os.PathLike | None,
@@ -99,8 +113,7 @@ def plan_outputs(inputs: list[str | os.PathLike], out: str | os.PathLike | None,
         pairs = [(p, folder / f"{p.stem}_depth.png") for p in pictures]
     written = [(dst, src) for src, dst in pairs]
     if raw:
-        written += [(raw_stem(dst).with_suffix(ext), src)
-                    for src, dst in pairs for ext in (".png", ".npy")]
+        written += [(path, src) for src, dst in pairs for path in raw_paths(dst)]
     check_not_input([dst for dst, _ in written], pictures)
     seen: dict[Path, Path] = {}
     for dst, src in written:
@@ -117,11 +130,13 @@ def run_pictures(
     estimator: DepthEstimator,
     settings: PictureSettings,
     on_error: Callable[[SourceError], None] | None = None,
+    on_result: Callable[[PictureResult], None] | None = None,
 ) -> list[PictureResult]:
     """Estimate and write depth for each ``(picture, output)`` pair.
 
     A picture that does not decode is passed to ``on_error`` and skipped (the others are
-    still written); without ``on_error`` it raises.
+    still written); without ``on_error`` it raises. ``on_result`` hears of each picture
+    as soon as its files are in place.
     """
     results = []
     for src, dst in pairs:
@@ -132,10 +147,145 @@ def run_pictures(
                 raise
             on_error(exc)
             continue
-        depth, ms = estimator.predict(to_rgb(bgr, "bgr"))
-        lo, hi = minmax(depth)
-        written = [write_image(dst, render_picture(bgr, depth, settings))]
-        if settings.raw:
-            written += write_depth_raw(raw_stem(dst), depth, lo, hi, npy=True)
-        results.append(PictureResult(src, tuple(written), lo, hi, ms))
+        bands, ms = estimate_bands(estimator, bgr)
+        lo, hi = bands.minmax()
+        outputs = _write_outputs(bgr, bands, dst, lo, hi, settings)
+        del bgr, bands  # before the next picture is decoded
+        result = PictureResult(src, outputs, lo, hi, ms)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
     return results
+
+
+def network_input(bgr: np.ndarray) -> np.ndarray:
+    """The network input of a BGR uint8 picture, without a full-size float copy.
+
+    Equal (to float rounding) to ``preprocess_array(to_rgb(bgr, "bgr"))``: the same
+    bicubic resize, but only the rows and columns its kernel reads (four per network
+    pixel) are gathered and converted to float, so a 100-megapixel picture costs a few
+    megabytes here instead of gigabytes.
+
+    Raises:
+        ConfigError: not a BGR uint8 ``[H, W, 3]`` picture.
+    """
+    if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
+        raise ConfigError(f"expected a BGR uint8 [H, W, 3] picture, got {bgr.dtype} {bgr.shape}")
+    h, w = network_size(*bgr.shape[:2])
+    rows, row_weights = _cubic_taps(bgr.shape[0], h)
+    cols, col_weights = _cubic_taps(bgr.shape[1], w)
+    picked = bgr[rows.ravel()][:, cols.ravel(), ::-1]  # [4h, 4w, 3] RGB
+    rgb = picked.astype(np.float32) * np.float32(1.0 / 255.0)
+    across = (rgb.reshape(4 * h, w, 4, 3) * col_weights[None, :, :, None]).sum(axis=2)
+    resized = (across.reshape(h, 4, w, 3) * row_weights[:, :, None, None]).sum(axis=1)
+    normalized = (resized - MEAN_RGB) / STD_RGB
+    return np.ascontiguousarray(normalized.transpose(2, 0, 1))[None]
+
+
+def estimate_bands(estimator: DepthEstimator, bgr: np.ndarray) -> tuple[DepthBands, float]:
+    """``(depth bands, inference_ms)`` for a BGR picture: the network run once.
+
+    ``inference_ms`` covers the network input, the network and the first resize pass,
+    as :meth:`DepthEstimator.predict` counts it. An estimator shared between threads
+    (with a ``lock``) is used under its lock.
+    """
+    start = time.perf_counter()
+    x = network_input(bgr)
+    lock = getattr(estimator, "lock", None)
+    with lock if lock is not None else contextlib.nullcontext():
+        out = estimator.backend.infer(x)
+    net = resize_depth(out, x.shape[2:])  # [h, w] float32 numpy, whatever the backend gave
+    bands = DepthBands(net, bgr.shape[:2])
+    return bands, (time.perf_counter() - start) * 1000.0
+
+
+class DepthBands:
+    """The network's depth resized to the picture's size, one band of rows at a time.
+
+    Equal (to float rounding) to ``resize_depth(net, size_hw)``: OpenCV's bicubic pass
+    along the rows, then the same kernel down the columns for each band. Iterate for
+    float32 bands ``[n, W]``, top to bottom; iterate again to recompute them.
+
+    Args:
+        net: the network's depth ``[h, w]``.
+        size_hw: the picture's ``(height, width)``.
+    """
+
+    def __init__(self, net: np.ndarray, size_hw: tuple[int, int]) -> None:
+        self.height, self.width = (int(v) for v in size_hw)
+        net = np.asarray(net, dtype=np.float32)
+        self._across = cv2.resize(net, (self.width, net.shape[0]),
+                                  interpolation=cv2.INTER_CUBIC)
+        self._rows, self._weights = _cubic_taps(net.shape[0], self.height)
+        self.band_rows = max(1, _BAND_BYTES // (4 * self.width))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for top in range(0, self.height, self.band_rows):
+            rows = self._rows[top:top + self.band_rows]
+            weights = self._weights[top:top + self.band_rows]
+            band = self._across[rows[:, 0]] * weights[:, :1]
+            for k in range(1, 4):
+                band += self._across[rows[:, k]] * weights[:, k:k + 1]
+            yield band
+
+    def minmax(self) -> tuple[float, float]:
+        """Finite min and max of the whole depth (as :func:`stream.colormap.minmax`)."""
+        lo, hi = np.inf, -np.inf
+        for band in self:
+            finite = band if np.isfinite(band).all() else band[np.isfinite(band)]
+            if finite.size:
+                lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+        return (lo, hi) if lo <= hi else (0.0, 1.0)
+
+    def to_array(self) -> np.ndarray:
+        """The whole depth ``[H, W]`` float32 (for small pictures and tests)."""
+        return np.concatenate(list(self), axis=0)
+
+
+def _cubic_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices and weights ``[dst, 4]`` of OpenCV's INTER_CUBIC along one axis.
+
+    The same pixel-centre mapping, kernel (a = -0.75) and edge replication as
+    ``cv2.resize``, so resampling with them equals it to float rounding.
+    """
+    scale = 1.0 / (dst / src)  # as OpenCV computes it
+    position = ((np.arange(dst) + 0.5) * scale - 0.5).astype(np.float32)
+    first = np.floor(position)
+    x = position - first
+    a = np.float32(_CUBIC_A)
+    weights = np.empty((dst, 4), np.float32)
+    weights[:, 0] = ((a * (x + 1) - 5 * a) * (x + 1) + 8 * a) * (x + 1) - 4 * a
+    weights[:, 1] = ((a + 2) * x - (a + 3)) * x * x + 1
+    weights[:, 2] = ((a + 2) * (1 - x) - (a + 3)) * (1 - x) * (1 - x) + 1
+    weights[:, 3] = 1 - weights[:, 0] - weights[:, 1] - weights[:, 2]
+    index = np.clip(first.astype(np.int64)[:, None] + np.arange(-1, 3), 0, src - 1)
+    return index, weights
+
+
+def _write_outputs(bgr: np.ndarray, bands: DepthBands, dst: Path, lo: float, hi: float,
+                   settings: PictureSettings) -> tuple[Path, ...]:
+    """Colour PNG (and with ``raw`` the 16-bit PNG and float32 .npy), band by band."""
+    height, width = bgr.shape[:2]
+    colour_wh = (2 * width if settings.side else width, height)
+    writers: list[StripWriter] = []
+    try:
+        writers.append(PngWriter(dst, colour_wh))
+        if settings.raw:
+            png, npy = raw_paths(dst)
+            writers.append(PngWriter(png, (width, height), channels=1, bit_depth=16))
+            writers.append(NpyWriter(npy, (width, height)))
+        top = 0
+        for band in bands:
+            colour = colorize(band, lo, hi, cmap=settings.cmap, invert=settings.invert)
+            if settings.side:
+                colour = np.hstack([bgr[top:top + band.shape[0]], colour])
+            writers[0].write(colour)
+            if settings.raw:
+                writers[1].write(depth_to_u16(band, lo, hi))
+                writers[2].write(band)
+            top += band.shape[0]
+        return tuple(writer.close() for writer in writers)
+    except BaseException:
+        for writer in writers:
+            writer.discard()
+        raise
