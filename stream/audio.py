@@ -20,9 +20,22 @@ class AudioTrack:
     Packets are copied untouched when the output container takes the codec, else
     decoded and re-encoded to ``codec``. ``pump(t)`` adds every packet that starts
     before ``t`` seconds, so audio interleaves with the video and memory stays bounded.
+    Damaged packets are skipped and counted: the sound of a damaged file has gaps, the
+    video is still written.
+
+    Args:
+        path: the input file.
+        output: the output container (PyAV), not yet started.
+        codec: the audio encoder when the container does not take the input's codec.
+        warnings: where :meth:`finish` reports skipped packets (one line).
     """
 
-    def __init__(self, path: Path, output: Any, codec: str) -> None:
+    def __init__(self, path: Path, output: Any, codec: str,
+                 warnings: list[str] | None = None) -> None:
+        self.path = Path(path)
+        self.warnings = warnings if warnings is not None else []
+        self.skipped = 0
+        self._first_error = ""
         self._input = av.open(str(path))
         self._closed = False
         try:
@@ -66,10 +79,19 @@ class AudioTrack:
             self._mux(packet)
 
     def finish(self, until_s: float) -> None:
-        """Mux the audio up to ``until_s`` (the end of the video) and flush the encoder."""
+        """Mux the audio up to ``until_s`` (the end of the video) and flush the encoder.
+
+        Damaged packets skipped on the way are counted in one line of :attr:`warnings`.
+        """
         self.pump(until_s)
         if not self.copy:
-            self._encode(None)
+            try:
+                self._encode(None)
+            except av.FFmpegError as exc:
+                self._skip(exc)
+        if self.skipped:
+            self.warnings.append(f"{self.path}: {self.skipped} damaged audio packet(s) "
+                                 f"skipped ({self._first_error})")
 
     def close(self) -> None:
         """Close the input file (safe to call twice)."""
@@ -82,23 +104,30 @@ class AudioTrack:
             return next(self._packets)
         except StopIteration:
             return None
-        except av.FFmpegError:  # a truncated input: the audio ends here too
+        except av.FFmpegError as exc:  # a truncated input: the audio ends here too
+            self._skip(exc)
             return None
 
     def _mux(self, packet: Any) -> None:
-        if self.copy:
-            # Skip the empty flush packet the demuxer yields last (size 0, no dts).
-            if packet.size == 0 or packet.dts is None:
-                return
-            packet.stream = self._stream
-            self._stream.container.mux(packet)
-            return
+        # A damaged packet (one that does not decode, or whose header the output's
+        # bitstream filter refuses) is skipped: a few ms of silence, not a failed file.
         try:
-            decoded = packet.decode()
-        except av.FFmpegError:
-            return  # a damaged packet: a few ms of silence rather than a failed file
-        for frame in decoded:
-            self._encode(frame)
+            if self.copy:
+                # Skip the empty flush packet the demuxer yields last (size 0, no dts).
+                if packet.size == 0 or packet.dts is None:
+                    return
+                packet.stream = self._stream
+                self._stream.container.mux(packet)
+                return
+            for frame in packet.decode():
+                self._encode(frame)
+        except av.FFmpegError as exc:
+            self._skip(exc)
+
+    def _skip(self, exc: BaseException) -> None:
+        self.skipped += 1
+        self._first_error = self._first_error or " ".join(str(
+            getattr(exc, "strerror", None) or exc).split())
 
     def _encode(self, frame: Any) -> None:
         frames = self._resampler.resample(frame)
