@@ -35,8 +35,8 @@ from ..settings import StreamSettings
 from .options import BatchSettings
 from .worker import Task, TaskResult, Worker, check_paths
 
-__all__ = ["Node", "connect", "start_local", "pool_size", "check_nodes", "TaskEvents",
-           "Scheduler"]
+__all__ = ["Node", "nodes", "connect", "start_local", "use_loopback", "pool_size",
+           "check_nodes", "TaskEvents", "Scheduler"]
 
 _TOKEN_HELP = ("clusters started by `ray start` use token authentication: copy "
                "~/.ray/auth_token from the head node to this machine (or set RAY_AUTH_TOKEN "
@@ -61,7 +61,7 @@ class Node:
         return self.host if self.host == self.ip else f"{self.host} ({self.ip})"
 
 
-def _loopback_env() -> None:
+def use_loopback() -> None:
     """Make a Ray instance started from this process listen on 127.0.0.1 only.
 
     Ray binds to the machine's network address unless it believes it runs on a laptop
@@ -85,7 +85,7 @@ def start_local(num_cpus: int | None = None) -> str:
     """
     from ..backends import default_threads
 
-    _loopback_env()
+    use_loopback()
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     # Token authentication even on loopback: other users of this machine can reach it.
     os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
@@ -117,16 +117,11 @@ def _token_mode() -> None:
     Config.initialize("")
 
 
-def _token_available() -> bool:
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return True
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    return Path(path).is_file() if path else (Path.home() / ".ray" / "auth_token").is_file()
-
-
 def _join(address: str) -> None:
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    if "RAY_AUTH_MODE" not in os.environ and _token_available():
+    if "RAY_AUTH_MODE" not in os.environ:
+        # Clusters started by `ray start` require a token: without one here, say so at
+        # once rather than after Ray's connection retries. RAY_AUTH_MODE=disabled opts out.
         _token_mode()
     try:
         ray.init(address=address, log_to_driver=False, logging_level="WARNING")
@@ -276,6 +271,7 @@ class Scheduler:
                  cpus_per_worker: float, poll_s: float = 0.5) -> None:
         self.retries = batch.retries
         self.poll_s = poll_s
+        self.retried = 0  # tasks run again after their worker died or failed
         self._actor_class = ray.remote(max_concurrency=2, max_restarts=0)(_RayWorker)
         self._args = (settings, batch, cpus_per_worker)
         self._cpus = cpus_per_worker
@@ -298,7 +294,7 @@ class Scheduler:
 
     def workers(self) -> list[dict[str, Any]]:
         """Each worker: number, ready, pid, node, and the task it runs."""
-        return [{"worker": s.number, "ready": s.ready, **s.info,
+        return [{"worker": s.number, "ready": s.ready, **s.info, "frames": s.frames,
                  "task": s.task.name if s.task is not None else None} for s in self._slots]
 
     def run(self, tasks: Iterable[Task], events: TaskEvents) -> None:
@@ -346,6 +342,7 @@ class Scheduler:
                 return
             reason = f"worker died ({type(exc).__name__})"
             if attempt < self.retries:
+                self.retried += 1
                 queue.appendleft((task, attempt + 1))  # the next free worker takes it
             else:
                 events.failed(task, f"{reason}, {attempt + 1} times")
@@ -362,6 +359,7 @@ class Scheduler:
             if isinstance(cause, StreamError) or attempt >= self.retries:
                 events.failed(task, reason)
             else:
+                self.retried += 1
                 queue.appendleft((task, attempt + 1))
             return
         if task is None:

@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..settings import parse_enum
 
 __all__ = ["OutputFormat", "BatchSettings", "DEFAULT_SEGMENT_S", "DEFAULT_WARMUP_S",
-           "ENV_ESTIMATOR", "ENV_ESTIMATOR_KWARGS"]
+           "ENV_ESTIMATOR", "ENV_ESTIMATOR_KWARGS", "estimator_hook_from_env"]
 
 DEFAULT_SEGMENT_S = 60.0
 """Default segment length: long enough that the warm-up and the join cost a few percent."""
@@ -131,3 +131,22 @@ class BatchSettings:
         if factory is not None and (":" not in factory or not all(factory.split(":", 1))):
             raise ConfigError(f"estimator factory must be module:callable, got {factory!r}")
         _set(self, "estimator_kwargs", dict(self.estimator_kwargs or {}))
+
+
+def estimator_hook_from_env() -> tuple[str | None, dict[str, Any]]:
+    """``(factory, kwargs)`` from :data:`ENV_ESTIMATOR` and :data:`ENV_ESTIMATOR_KWARGS`.
+
+    Raises:
+        ConfigError: the keyword arguments are not a JSON object.
+    """
+    import json
+
+    factory = os.environ.get(ENV_ESTIMATOR) or None
+    text = os.environ.get(ENV_ESTIMATOR_KWARGS) or "{}"
+    try:
+        kwargs = json.loads(text)
+    except ValueError:
+        kwargs = None
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"{ENV_ESTIMATOR_KWARGS} must be a JSON object, got {text!r}")
+    return factory, kwargs

@@ -126,13 +126,14 @@ def plan_jobs(inputs: Iterable[str | os.PathLike], batch: BatchSettings) -> list
             or two folders with the same file), or an input lies in the output folder.
     """
     out_dir = batch.out_dir.absolute()
+    found = find_videos(inputs, skip=out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SinkError(f"cannot create the output folder {out_dir}: "
                         f"{exc.strerror or exc}") from exc
     jobs: dict[str, FileJob] = {}
-    for path, rel in find_videos(inputs, skip=out_dir):
+    for path, rel in found:
         if _inside(path, out_dir):
             raise ConfigError(f"input {path} is inside the output folder {out_dir}")
         out_rel = rel.with_suffix(batch.video_format.suffix)

@@ -88,5 +88,6 @@ def summary_table(report: BatchReport, max_rows: int = 40) -> str:
         lines.append(f"... and {len(report.files) - max_rows} more (all in --stats)")
     lines.append(f"{report.converted} converted, {report.skipped} skipped, {report.failed} "
                  f"failed; {report.frames} frames in {report.elapsed_s:.1f} s "
-                 f"({report.fps:.1f} frames/s on {report.workers} worker(s))")
+                 f"({report.fps:.1f} frames/s on {report.workers} worker(s))"
+                 + (f"; {report.retried} task(s) retried" if report.retried else ""))
     return "\n".join(lines)

@@ -45,7 +45,8 @@ class FileReport:
         frames: frames written.
         seconds: time the workers spent on it (all its segments and the join).
         segments: pieces it was converted in (1: whole).
-        nodes: the machines that worked on it.
+        nodes: the machines that worked on it (host names).
+        node_ids: their Ray node ids (several nodes may share a host).
         reason: why it failed.
         warnings: what went wrong without failing it.
     """
@@ -58,6 +59,7 @@ class FileReport:
     seconds: float = 0.0
     segments: int = 1
     nodes: list[str] = field(default_factory=list)
+    node_ids: list[str] = field(default_factory=list)
     reason: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -72,6 +74,7 @@ class BatchReport:
         workers: workers in the pool (0 when nothing was left to do).
         cpus_per_worker: CPUs each worker had.
         nodes: the machines of the cluster.
+        retried: tasks run again because their worker died (or failed unexpectedly).
     """
 
     files: list[FileReport]
@@ -79,6 +82,7 @@ class BatchReport:
     workers: int = 0
     cpus_per_worker: float = 0.0
     nodes: list[str] = field(default_factory=list)
+    retried: int = 0
 
     def _count(self, status: str) -> int:
         return sum(1 for f in self.files if f.status == status)
@@ -115,7 +119,8 @@ class BatchReport:
             "totals": {"files": len(self.files), "converted": self.converted,
                        "skipped": self.skipped, "failed": self.failed, "frames": self.frames,
                        "elapsed_s": self.elapsed_s, "fps": self.fps, "workers": self.workers,
-                       "cpus_per_worker": self.cpus_per_worker, "nodes": self.nodes},
+                       "cpus_per_worker": self.cpus_per_worker, "nodes": self.nodes,
+                       "retried": self.retried},
         }
 
 
@@ -127,7 +132,6 @@ class _File:
     part_dir: Path
     left: int = 0
     frames_done: int = 0
-    node_ids: set[str] = field(default_factory=set)
 
 
 class _Tracker:
@@ -160,7 +164,9 @@ class _Tracker:
         node = str(where.get("node", result.node))
         if node not in f.report.nodes:
             f.report.nodes.append(node)
-        f.node_ids.add(str(where.get("node_id", node)))
+        node_id = str(where.get("node_id", node))
+        if node_id not in f.report.node_ids:
+            f.report.node_ids.append(node_id)
         f.report.warnings.extend(result.warnings)
         f.report.seconds += result.seconds
         if isinstance(task, ConvertTask) and task.segment is not None:
@@ -175,7 +181,7 @@ class _Tracker:
         f.report.status = "converted"
         self.manifest.mark(f.job, self.key, "done", frames=result.frames,
                            seconds=f.report.seconds, nodes=f.report.nodes,
-                           node_ids=sorted(f.node_ids), segments=f.report.segments)
+                           node_ids=f.report.node_ids, segments=f.report.segments)
         self._close(f)
         return []
 
@@ -200,7 +206,10 @@ class _Tracker:
         self.view.update(frames, self.finished, workers)
 
 
-def _check_settings(settings: StreamSettings) -> None:
+def _check_settings(settings: StreamSettings, batch: BatchSettings) -> None:
+    encoder = getattr(settings, "encoder", None)
+    if encoder is not None:  # a codec the container cannot hold fails before Ray starts
+        encoder.for_container(batch.video_format.suffix)
     if settings.raw_dir is not None:
         raise ConfigError("batch writes raw depth next to each output (--raw); "
                           "a single raw folder goes with convert")
@@ -300,7 +309,7 @@ def run_batch(inputs: list[str | os.PathLike], settings: StreamSettings | None,
     """
     started = time.monotonic()
     settings = settings or StreamSettings()
-    _check_settings(settings)
+    _check_settings(settings, batch)
     progress = progress or BatchProgress()
     out_dir = batch.out_dir.absolute()
     jobs = plan_jobs(inputs, batch)
@@ -364,6 +373,7 @@ def _run(files: list[_File], settings: StreamSettings, batch: BatchSettings,
         try:
             scheduler.run(tracker.tasks(), tracker)
         finally:
+            report.retried = scheduler.retried
             scheduler.close()
     for f in files:
         if f.report.status == "pending":  # interrupted before it ran

@@ -167,7 +167,8 @@ def plan_video(path: str | os.PathLike, segment_s: float, warmup_s: float) -> Vi
         if number == 0:
             seek, first_index = None, start_index
         else:
-            first_index = int(np.searchsorted(pts, start - warm))
+            # The last frame at least ``warmup_s`` before the start: a full warm-up.
+            first_index = max(0, int(np.searchsorted(pts, start - warm, side="right")) - 1)
             earlier = keys[keys <= pts[first_index]]
             seek = int(earlier[-1]) if earlier.size else int(keys[0])
         segments.append(Segment(number, seek, int(pts[first_index]), start, end, first_index,
@@ -286,13 +287,20 @@ class _Joiner:
         self.last_s = self.step_s = 0.0
         self.frames = 0
 
-    def copy(self, path: Path, stream: Any, audio: AudioTrack | None) -> None:
-        """Mux every packet of ``stream`` (decode order), pumping the sound along."""
+    def copy(self, path: Path, stream: Any, audio: AudioTrack | None,
+             delay: int | None) -> None:
+        """Mux every packet of ``stream`` (decode order), pumping the sound along.
+
+        ``delay``: give every packet a dts of the n-th smallest pts less ``delay`` (for
+        containers that store no dts); ``None`` keeps the stored ones.
+        """
         if bytes(stream.codec_context.extradata or b"") != self.extradata:
             raise SinkError(f"segment {path} was encoded with other settings than the first")
         packets = [p for p in stream.container.demux(stream)
                    if p.size and p.pts is not None]  # not the demuxer's final empty packet
-        _fill_dts(packets)
+        if delay is not None:
+            for ordered, packet in zip(sorted(p.pts for p in packets), packets):
+                packet.dts = ordered - delay
         for packet in packets:
             # Decode order: every segment's encoder delays its dts by the same reordering
             # depth (one configuration), so the dts keep rising across a join.
@@ -311,18 +319,23 @@ class _Joiner:
             self.frames += 1
 
 
-def _fill_dts(packets: list[Any]) -> None:
-    """Give packets a dts where the container stored none (Matroska).
+def _dts_delay(parts: Sequence[Path]) -> int | None:
+    """The dts shift for segments whose container stored no dts (Matroska), else ``None``.
 
-    The i-th packet in decode order gets the i-th smallest pts, less the reordering
-    depth: rising, and never after the packet's own pts.
+    Packet n (decode order) of a segment gets its n-th smallest pts less one shift, the
+    same for every segment: then no dts is later than its pts, and they keep rising across
+    the joins (each segment's pts come after the one before's).
     """
-    if all(p.dts is not None for p in packets):
-        return
-    ordered = sorted(p.pts for p in packets)
-    delay = max((s - p.pts for s, p in zip(ordered, packets)), default=0)
-    for s, packet in zip(ordered, packets):
-        packet.dts = s - delay
+    missing, delay = False, 0
+    for path in parts:
+        container, stream = _video_stream(path)
+        with container:
+            packets = [(p.pts, p.dts) for p in container.demux(stream)
+                       if p.size and p.pts is not None]
+        missing = missing or any(dts is None for _, dts in packets)
+        ordered = sorted(pts for pts, _ in packets)
+        delay = max([delay, *(o - pts for o, (pts, _) in zip(ordered, packets))])
+    return delay if missing else None
 
 
 def join_videos(parts: Sequence[Path], output: Path, audio_from: Path | None = None,
@@ -346,9 +359,11 @@ def join_videos(parts: Sequence[Path], output: Path, audio_from: Path | None = N
     try:
         out = av.open(str(part.path), "w", format=fmt.container)
         opened.append(out)
+        delay = _dts_delay(parts)
         first_container, first = _video_stream(parts[0])
         opened.append(first_container)
         joiner = _Joiner(out, first, time_base, rate)
+        first_time_base = first.time_base
         if audio_from is not None:
             audio = AudioTrack(audio_from, out, fmt.audio_codec)
         out.start_encoding()
@@ -357,7 +372,9 @@ def join_videos(parts: Sequence[Path], output: Path, audio_from: Path | None = N
         for number, path in enumerate(parts):
             container, stream = (first_container, first) if number == 0 else _video_stream(path)
             opened.append(container)
-            joiner.copy(path, stream, audio)
+            if stream.time_base != first_time_base:
+                raise SinkError(f"segment {path} has another time base than the first")
+            joiner.copy(path, stream, audio, delay)
             container.close()
         if audio is not None:
             audio.finish(joiner.last_s + joiner.step_s)
