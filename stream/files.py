@@ -35,6 +35,7 @@ __all__ = [
     "atomic_open",
     "check_output_path",
     "check_not_input",
+    "check_writable_folder",
     "remove_stale_parts",
     "write_bytes_atomic",
     "write_json_atomic",
@@ -226,9 +227,28 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise SinkError(f"output is a folder: {target}")
     if target.exists() and not overwrite:
         raise SinkError(f"output exists: {target} (use --overwrite to replace it)")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise SinkError(f"cannot write in {folder}: permission denied")
+    check_writable_folder(folder)
     return target
+
+
+def check_writable_folder(folder: str | os.PathLike) -> Path:
+    """Check that files can be made in ``folder`` (before any work starts).
+
+    Raises:
+        SinkError: it is missing, not a folder, on a read-only file system, or not
+            writable by this user (one line naming it).
+    """
+    folder = Path(folder) if str(folder) else Path(".")
+    if not folder.is_dir():
+        raise SinkError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        try:
+            read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        except (AttributeError, OSError):
+            read_only = False
+        reason = "read-only file system" if read_only else "permission denied"
+        raise SinkError(f"cannot write in {folder}: {reason}")
+    return folder
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -10,7 +10,6 @@ are in :mod:`stream.video_sink`, windows in :mod:`stream.window`.
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from collections.abc import Callable
@@ -23,7 +22,13 @@ import numpy as np
 
 from .colormap import minmax
 from .errors import SinkError
-from .files import PartFile, check_output_path, write_bytes_atomic
+from .files import (
+    PartFile,
+    atomic_open,
+    check_output_path,
+    check_writable_folder,
+    write_bytes_atomic,
+)
 from .records import DepthFrame, VideoInfo
 from .settings import RawFormat, parse_enum
 
@@ -57,10 +62,16 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
 def depth_to_u16(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Depth scaled linearly so ``lo`` -> 0 and ``hi`` -> 65535 (clipped), uint16."""
     span = float(hi) - float(lo)
+    out = np.zeros(depth.shape, np.uint16)
     if span <= 0 or not np.isfinite(span):
-        return np.zeros(depth.shape, np.uint16)
-    scaled = (depth.astype(np.float64) - lo) * (65535.0 / span)
-    return np.clip(np.nan_to_num(scaled), 0, 65535).round().astype(np.uint16)
+        return out
+    # In bands of rows: the float64 working copy of an 8K frame would be four times the
+    # size of the result.
+    step = max(1, (1 << 21) // max(1, depth[0].size if depth.ndim > 1 else 1))
+    for top in range(0, depth.shape[0], step):
+        scaled = (depth[top:top + step].astype(np.float64) - lo) * (65535.0 / span)
+        out[top:top + step] = np.clip(np.nan_to_num(scaled), 0, 65535).round()
+    return out
 
 
 def write_depth_raw(stem: str | os.PathLike, depth: np.ndarray, lo: float, hi: float,
@@ -70,9 +81,17 @@ def write_depth_raw(stem: str | os.PathLike, depth: np.ndarray, lo: float, hi: f
     written = [write_image(stem.with_suffix(".png"), depth_to_u16(depth, lo, hi))]
     if npy:
         target = stem.with_suffix(".npy")
-        buffer = io.BytesIO()
-        np.save(buffer, depth.astype(np.float32, copy=False))
-        written.append(write_bytes_atomic(target, buffer.getvalue()))
+        try:
+            values = np.ascontiguousarray(depth, dtype=np.float32)
+            with atomic_open(target, "wb") as f:  # streamed: no in-memory copy of the file
+                # Header and data by hand: np.save's tofile() loses the errno of a full disk.
+                np.lib.format.write_array_header_1_0(
+                    f, np.lib.format.header_data_from_array_1_0(values))
+                f.write(values.data)
+        except BaseException:
+            written[0].unlink(missing_ok=True)  # a frame's files appear together or not at all
+            raise
+        written.append(target)
     return written
 
 
@@ -136,7 +155,8 @@ class RawDepthSink(Sink):
     scaling, ``scale`` says which depth it is: ``smoothed`` (aligned to one scale across
     frames) or ``raw`` (the network's own, per-frame scale)) and, with
     :attr:`RawFormat.NPY`, the float32 depth as ``depth_<index>.npy``. Every file is
-    written atomically; the CSV appears when the sink is closed.
+    written atomically; the CSV appears when the sink is closed, also after a failed
+    write (a full disk): it then lists exactly the frames whose files were written.
 
     Args:
         folder: created if missing (its parent must exist).
@@ -158,8 +178,8 @@ class RawDepthSink(Sink):
         self.fmt = parse_enum(RawFormat, fmt, "raw format")
         if self.folder.exists() and not self.folder.is_dir():
             raise SinkError(f"raw depth folder is a file: {self.folder}")
-        if not self.folder.exists() and not self.folder.parent.is_dir():
-            raise SinkError(f"output folder does not exist: {self.folder.parent}")
+        if not self.folder.exists():
+            check_writable_folder(self.folder.parent)
         if self.folder.is_dir():
             check_output_path(self.folder / self.CSV_NAME, overwrite=overwrite)
         self.frames_written = 0
@@ -175,8 +195,15 @@ class RawDepthSink(Sink):
                 raise SinkError(f"cannot create {self.folder}: {exc.strerror or exc}") from exc
             self._created = True
         self._csv_part = PartFile(self.folder / self.CSV_NAME)
-        self._csv = open(self._csv_part.path, "w", newline="")  # noqa: SIM115 - closed in close()
-        self._csv.write("index,seconds,lo,hi,scale\n")
+        try:
+            self._csv = os.open(self._csv_part.path, os.O_WRONLY)
+            self._csv_size = 0
+            self._append_row(b"index,seconds,lo,hi,scale\n")
+        except OSError as exc:
+            self._close_csv()
+            self._csv_part.discard()
+            raise SinkError(f"cannot write {self.folder / self.CSV_NAME}: "
+                            f"{exc.strerror or exc}") from exc
 
     def write(self, frame: DepthFrame) -> None:  # noqa: D102
         stem = self.folder / f"depth_{frame.index:06d}"
@@ -184,10 +211,24 @@ class RawDepthSink(Sink):
         scale = "smoothed" if frame.smoothed and depth is frame.depth else "raw"
         # The depth's own min..max, not the display range: the display range clips the
         # tails, and raw export must keep every value.
-        lo, hi = minmax(depth)
-        write_depth_raw(stem, depth, lo, hi, npy=self.fmt is RawFormat.NPY)
+        lo, hi = float(depth.min()), float(depth.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            lo, hi = minmax(depth)
         # repr of a float round-trips exactly: the CSV undoes the PNG scaling losslessly.
-        self._csv.write(f"{frame.index},{float(frame.timestamp)!r},{lo!r},{hi!r},{scale}\n")
+        row = f"{frame.index},{float(frame.timestamp)!r},{lo!r},{hi!r},{scale}\n"
+        # The row takes its disk space before the frame's files do, and is taken back
+        # if they fail: on a full disk the CSV still holds every frame written, and only
+        # those (the files of a frame appear together or not at all).
+        size = self._csv_size
+        try:
+            self._append_row(row.encode("ascii"))
+            write_depth_raw(stem, depth, lo, hi, npy=self.fmt is RawFormat.NPY)
+        except BaseException as exc:
+            self._truncate_csv(size)
+            if isinstance(exc, OSError) and not isinstance(exc, SinkError):
+                raise SinkError(f"cannot write raw depth in {self.folder}: "
+                                f"{exc.strerror or exc}") from exc
+            raise
         self.frames_written += 1
 
     def close(self) -> None:  # noqa: D102
@@ -195,14 +236,40 @@ class RawDepthSink(Sink):
             return
         self._closed = True
         try:
-            self._csv.close()  # the rows of every frame written, even after a failed write
+            os.fsync(self._csv)
         except OSError as exc:
+            self._close_csv()
             self._csv_part.discard()
             raise SinkError(f"cannot write {self.folder / self.CSV_NAME}: "
                             f"{exc.strerror or exc}") from exc
+        self._close_csv()
         if self.frames_written:
             self._csv_part.commit()
             return
         self._csv_part.discard()
         if self._created and not any(self.folder.iterdir()):
             self.folder.rmdir()
+
+    def _append_row(self, data: bytes) -> None:
+        """Write ``data`` at the end of the CSV (all of it, or raise)."""
+        os.lseek(self._csv, self._csv_size, os.SEEK_SET)
+        done = 0
+        while done < len(data):
+            done += os.write(self._csv, data[done:])
+        self._csv_size += len(data)
+
+    def _truncate_csv(self, size: int) -> None:
+        """Take back rows after ``size`` bytes (needs no free space)."""
+        try:
+            os.ftruncate(self._csv, size)
+        except OSError:
+            pass  # the CSV may end with a row whose frame failed; its files are gone
+        self._csv_size = size
+
+    def _close_csv(self) -> None:
+        if self._csv is not None:
+            try:
+                os.close(self._csv)
+            except OSError:
+                pass
+            self._csv = None
