@@ -147,3 +147,57 @@ def test_cli_outputs_are_0644_also_after_overwrite(tmp_path, umask022, cheap):
         if not extra:  # make the next round replace files that are 0600 now
             for p in files:
                 p.chmod(0o600)
+
+
+def _picture(path: Path, value: int = 128) -> Path:
+    import cv2
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.full((24, 32, 3), value, np.uint8))
+    return path
+
+
+@pytest.mark.parametrize("how", ["same", "symlink", "hard link"])
+def test_image_never_writes_onto_its_input(tmp_path, cheap, capsys, how):
+    pic = _picture(tmp_path / "x.png")
+    before = pic.read_bytes()
+    out = {"same": pic, "symlink": tmp_path / "link.png", "hard link": tmp_path / "hard.png"}[how]
+    if how == "symlink":
+        out.symlink_to(pic)
+    elif how == "hard link":
+        os.link(pic, out)
+    assert main(["image", str(pic), "-o", str(out), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would replace the input" in err[0]
+    assert "--overwrite" not in err[0]  # no advice that would destroy the picture
+    assert pic.read_bytes() == before
+
+
+def test_image_folder_into_itself_keeps_every_picture(tmp_path, cheap):
+    pics = tmp_path / "photos"
+    originals = {p: p.read_bytes() for p in (_picture(pics / "a.png", 10),
+                                             _picture(pics / "b.jpg", 200))}
+    for extra in ([], ["--overwrite"]):
+        assert main(["image", str(pics), "-o", str(pics), "--raw", *extra]) == 0
+    assert {p: p.read_bytes() for p in originals} == originals
+    assert sorted(p.name for p in pics.iterdir()) == [
+        "a.png", "a_depth.png", "a_depth16.npy", "a_depth16.png",
+        "b.jpg", "b_depth.png", "b_depth16.npy", "b_depth16.png"]
+
+
+@pytest.mark.parametrize("how", ["same", "symlink", "hard link"])
+@pytest.mark.parametrize("command", ["convert", "live"])
+def test_convert_and_live_never_write_onto_their_input(tmp_path, cheap, capsys, how, command):
+    clip = make_clip(tmp_path / "in.mp4", frames=3, size_wh=(64, 48))
+    before = clip.read_bytes()
+    out = {"same": clip, "symlink": tmp_path / "link.mp4", "hard link": tmp_path / "hard.mp4"}[how]
+    if how == "symlink":
+        out.symlink_to(clip)
+    elif how == "hard link":
+        os.link(clip, out)
+    argv = (["convert", str(clip), "--no-progress"] if command == "convert"
+            else ["live", "--file", str(clip), "--no-window"])
+    assert main([*argv, "-o", str(out), "--overwrite"]) == 2
+    assert "would replace the input" in capsys.readouterr().err
+    assert clip.read_bytes() == before
