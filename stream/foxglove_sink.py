@@ -19,7 +19,9 @@ newest frame (a frame replaced before it was sent is counted in ``dropped``), an
 SDK keeps at most a few frames per viewer, dropping a slow viewer's oldest. The server
 has no authentication: it listens on 127.0.0.1 unless a host is given. Each sink has
 its own SDK context, so a recording and a live view never mix. The server sink starts
-one thread; the MCAP sink touches its file.
+its sender thread, and on close a thread that stops the server (waited for at most
+:data:`STOP_WAIT_S`: a frozen viewer cannot hold the end of a run); the MCAP sink
+touches its file.
 
 Example:
     >>> sink = FoxgloveServerSink("127.0.0.1", 8765)  # doctest: +SKIP
@@ -46,6 +48,7 @@ from .stamps import Stamper, split_ns
 
 __all__ = [
     "BACKLOG_FRAMES",
+    "STOP_WAIT_S",
     "FoxgloveChannels",
     "McapSink",
     "FoxgloveServerSink",
@@ -55,6 +58,8 @@ __all__ = [
 _JPEG_QUALITY = 85
 #: Frames the SDK may queue for one viewer before it drops that viewer's oldest.
 BACKLOG_FRAMES = 2
+#: How long closing the server waits for viewers to take their close frame (seconds).
+STOP_WAIT_S = 0.5
 
 
 class FoxgloveChannels:
@@ -340,7 +345,13 @@ class FoxgloveServerSink(Sink):
         if self._thread is not None:
             self._thread.join(timeout=10.0)
         self._channels.close()
-        self._server.stop()
+        # The SDK's stop waits for every viewer to take its close frame; one that stopped
+        # reading would hold the pipeline's end forever. Past the wait, the server
+        # finishes on its own (a daemon thread; the process exit ends it).
+        stopper = threading.Thread(target=self._server.stop, name="depthstream-foxglove-stop",
+                                   daemon=True)
+        stopper.start()
+        stopper.join(STOP_WAIT_S)
         if self._error is not None:
             raise SinkError(f"Foxglove server: {self._error}") from self._error
 
