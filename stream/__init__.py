@@ -59,6 +59,13 @@ _EXPORTS = {
     "convert": "builder",
     "ZmqPublisher": "publisher",
     "decode_message": "publisher",
+    # robotics: camera model, point clouds, ROS 2 bags, Foxglove
+    "RobotSettings": "settings",
+    "PinholeCamera": "camera",
+    "PointCloud": "camera",
+    "RosbagSink": "rosbag_sink",
+    "McapSink": "foxglove_sink",
+    "FoxgloveServerSink": "foxglove_sink",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

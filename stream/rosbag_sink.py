@@ -46,7 +46,7 @@ from .stamps import Stamper, split_ns
 
 __all__ = ["BAG_VERSION", "DEPTH_UNITS", "RosbagSink", "topic_names"]
 
-#: rosbag2 metadata version written (Iron's; Humble and later read it).
+#: rosbag2 metadata version written (the format of ROS 2 Iron's rosbag2).
 BAG_VERSION = 8
 _JPEG_QUALITY = 85
 #: What the ``32FC1`` depth holds, recorded in the bag's ``custom_data``.
