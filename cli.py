@@ -101,9 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("live", help="live depth from a camera, a stream URL or a file",
-                       description="Live depth in a window (q or Esc quits) and/or to a file. "
+                       description="Live depth in a window (q or Esc quits) and/or to a file.\n"
                                    "Frames the network cannot keep up with are dropped, so "
-                                   "the latency stays low.")
+                                   "the latency stays low.",
+                       epilog=_window_keys_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--camera", type=int, metavar="N", help="camera index (default: 0)")
     src.add_argument("--url", metavar="URL", help="stream URL (rtsp://..., http://... MJPEG)")
@@ -112,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --file: release frames at the file's own pace, as a camera would")
     p.add_argument("-o", "--out", metavar="FILE", help="also record to .mp4, .mkv or .webm")
     p.add_argument("--no-window", action="store_true", help="do not open a window")
+    p.add_argument("--snapshot-dir", metavar="DIR",
+                   help="where the window's snapshots (s) and recordings (o) go "
+                        "(default: the current folder)")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     _stream_options(p)
     _model_options(p)
@@ -179,6 +184,7 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
     n.add_argument("--zmq-jpeg", action="store_true",
                    help="also send the colour frame as JPEG")
     _robot_options(p)
+    _encoder_options(p)
     g.add_argument("--stats", metavar="FILE.json",
                    help="write frame counts, per-stage ms and latency p50/p95 as JSON")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -243,6 +249,30 @@ def _window_keys_help() -> str:
     return "keys in the window:\n" + "\n".join(f"  {line}" for line in key_help())
 
 
+def _encoder_options(p: argparse.ArgumentParser) -> None:
+    from stream.settings import CODEC_DEFAULTS, CRF_RANGES, PRESET_NAMES, VideoCodec
+
+    lossy = [c for c in VideoCodec if c in CRF_RANGES]
+    e = p.add_argument_group("video encoding")
+    e.add_argument("--codec", choices=choices(VideoCodec), default=None,
+                   help="video codec (default: h264 in .mp4 and .mkv, vp9 in .webm; "
+                        "ffv1 is lossless, in .mkv)")
+    e.add_argument("--crf", type=int, metavar="N",
+                   help="quality, lower is better and larger: " + ", ".join(
+                       f"{c.value} {CRF_RANGES[c][0]}-{CRF_RANGES[c][1]} (default "
+                       f"{CODEC_DEFAULTS[c][0]})" for c in lossy))
+    e.add_argument("--preset", choices=PRESET_NAMES, default=None, metavar="PRESET",
+                   help=f"encoder speed, {PRESET_NAMES[0]} (largest file) to {PRESET_NAMES[-1]} "
+                        "(smallest; default: " + ", ".join(
+                            f"{c.value} {CODEC_DEFAULTS[c][1]}" for c in lossy) + ")")
+
+
+def _window_keys_help() -> str:
+    from stream.window_keys import key_help
+
+    return "keys in the window:\n" + "\n".join(f"  {line}" for line in key_help())
+
+
 def _stream_settings(args: argparse.Namespace) -> StreamSettings:
     """Every run setting from the arguments, validated before anything heavy is imported."""
     return StreamSettings(
@@ -253,6 +283,8 @@ def _stream_settings(args: argparse.Namespace) -> StreamSettings:
         weights=args.weights, precision=args.precision,
         duration_s=getattr(args, "duration", None),
         stats_path=args.stats,
+        codec=args.codec, crf=args.crf, preset=args.preset,
+        snapshot_dir=getattr(args, "snapshot_dir", None),
         robot=RobotSettings(
             fov_deg=args.fov, intrinsics=args.intrinsics, known_distances=args.known_distance,
             rosbag_dir=args.rosbag, rosbag_storage=args.rosbag_storage,
@@ -298,6 +330,16 @@ def _report_foxglove(args: argparse.Namespace, sinks: list[Sink]) -> None:
         if isinstance(sink, FoxgloveServerSink):
             print(f"foxglove {sink.url}: {sink.sent} sent, {sink.dropped} dropped (sender "
                   f"busy), {sink.skipped} with no viewer")
+
+
+def _video_summary(sinks: list[Sink]) -> str:
+    """``", 1.2 MB, 845 kb/s"`` for the video file a run wrote, else ``""``."""
+    video_sink = sys.modules.get("stream.video_sink")  # not loaded: no video was written
+    for sink in sinks if video_sink is not None else ():
+        if isinstance(sink, video_sink.VideoFileSink) and sink.size_bytes:
+            rate = sink.bitrate_kbps
+            return f", {sink.size_bytes / 1e6:.1f} MB" + (f", {rate:.0f} kb/s" if rate else "")
+    return ""
 
 
 def _video_summary(sinks: list[Sink]) -> str:
@@ -367,7 +409,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     _report_foxglove(args, pipeline.sinks)
     outputs = [o for o in (args.out, args.raw, args.rosbag, args.mcap) if o is not None]
     print(f"{args.input} -> {', '.join(outputs) or 'foxglove'}: {stats.frames_written} frames, "
-          f"{stats.fps:.1f} fps")
+          f"{stats.fps:.1f} fps{_video_summary(pipeline.sinks)}")
     return ExitStatus.OK
 
 
@@ -393,7 +435,7 @@ def _cmd_live(args: argparse.Namespace) -> int:
     _report_foxglove(args, pipeline.sinks)
     print(f"live: {stats.frames_read} frames read, {stats.frames_written} shown/written, "
           f"{stats.frames_dropped} dropped, {stats.fps:.1f} fps, latency p50 {p50} ms, "
-          f"p95 {p95} ms")
+          f"p95 {p95} ms{_video_summary(pipeline.sinks)}")
     return ExitStatus.OK
 
 

@@ -134,13 +134,16 @@ def build_sinks(settings: StreamSettings, *, video: str | os.PathLike | None = N
     with closing_on_error(*extra) as sinks:
         if window:
             from .window import WindowSink
+            from .window_control import LiveControl
 
-            sinks.append(WindowSink(renderer))
+            control = LiveControl(settings.smooth, adjustable=settings.smooth > 0)
+            sinks.append(WindowSink(renderer, control=control, encoder=settings.encoder,
+                                    snapshot_dir=settings.snapshot_dir))
         if video is not None:
             from .video_sink import VideoFileSink
 
             sinks.append(VideoFileSink(video, renderer, audio_from=audio_from,
-                                       overwrite=settings.overwrite))
+                                       overwrite=settings.overwrite, encoder=settings.encoder))
         if settings.raw_dir is not None:
             sinks.append(RawDepthSink(settings.raw_dir, settings.raw_format,
                                       settings.overwrite, unsmoothed=settings.raw_unsmoothed))
@@ -249,6 +252,18 @@ def build_convert(
     return pipeline
 
 
+def _window_stages(sinks: Iterable[Sink]) -> dict[str, Any]:
+    """The smoother and colour range a window's keys reach (none without a window)."""
+    from .window_control import ControlledRange, ControlledSmoother, LiveControl
+
+    for sink in sinks:
+        control = getattr(sink, "control", None)
+        if isinstance(control, LiveControl):
+            smoother = ControlledSmoother(control) if control.adjustable else None
+            return {"smoother": smoother, "colour_range": ControlledRange(control)}
+    return {}
+
+
 def build_live(
     source: Source,
     settings: StreamSettings | None = None,
@@ -278,7 +293,8 @@ def build_live(
         with closing_on_error(*sinks):
             owns = estimator is None
             estimator = estimator or make_estimator(settings, live=True)
-    pipeline = Pipeline(source, estimator, sinks, settings, stop_event, close_estimator=owns)
+    pipeline = Pipeline(source, estimator, sinks, settings, stop_event, close_estimator=owns,
+                        **_window_stages(sinks))
     pipeline.depth_stage.camera = camera
     return pipeline
 

@@ -8,6 +8,7 @@ choices (the CLI's ``choices=`` come from them). Records, bottom-up:
 * :class:`ModelSettings`: weights, backend, device, precision;
 * :class:`ExportSettings`: the raw depth folder, its format, unsmoothed or not;
 * :class:`RunLimits`: duration, queue size, the ``--stats`` file;
+* :class:`EncoderSettings`: the output videos' codec, quality (CRF) and speed preset;
 * :class:`RobotSettings`: camera model, known distances, ROS 2 bag, Foxglove, MCAP;
 * :class:`StreamSettings`: everything a conversion or live run is asked to do, with the
   records above as properties (its keyword constructor is the public API).
@@ -33,6 +34,7 @@ __all__ = [
     "Precision",
     "Layout",
     "RawFormat",
+    "VideoCodec",
     "RosbagStorage",
     "StampOrigin",
     "COLORMAP_NAMES",
@@ -47,6 +49,11 @@ __all__ = [
     "ModelSettings",
     "ExportSettings",
     "RunLimits",
+    "PRESET_NAMES",
+    "CRF_RANGES",
+    "CONTAINER_CODECS",
+    "CODEC_DEFAULTS",
+    "EncoderSettings",
     "RobotSettings",
     "StreamSettings",
 ]
@@ -99,6 +106,40 @@ class RawFormat(Enum):
 
     PNG = "png"
     NPY = "npy"
+
+
+class VideoCodec(Enum):
+    """Codec of an output video: H.264, H.265 (HEVC), VP9, or lossless FFV1 (in ``.mkv``)."""
+
+    H264 = "h264"
+    HEVC = "hevc"
+    VP9 = "vp9"
+    FFV1 = "ffv1"
+
+
+PRESET_NAMES = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow")
+"""Encoder speed presets, fastest (largest file) first: x264's names, for every lossy codec."""
+
+CRF_RANGES = {VideoCodec.H264: (0, 51), VideoCodec.HEVC: (0, 51), VideoCodec.VP9: (0, 63)}
+"""``--crf`` range per lossy codec (lower: better and larger); FFV1 is lossless, no CRF."""
+
+CONTAINER_CODECS = {
+    ".mp4": (VideoCodec.H264, VideoCodec.HEVC, VideoCodec.VP9),
+    ".mkv": (VideoCodec.H264, VideoCodec.HEVC, VideoCodec.VP9, VideoCodec.FFV1),
+    ".webm": (VideoCodec.VP9,),
+}
+"""The codecs each output container holds; the first is its default."""
+
+CODEC_DEFAULTS: dict[VideoCodec, tuple[int | None, str | None]] = {
+    # (crf, preset), picked with benchmarks/encoder.py (table in the README): the knee of
+    # size against encoding time on the sample clip.
+    VideoCodec.H264: (23, "superfast"),
+    VideoCodec.HEVC: (28, "ultrafast"),
+    VideoCodec.VP9: (34, "ultrafast"),
+    VideoCodec.FFV1: (None, None),
+}
+"""Default ``(crf, preset)`` per codec."""
 
 
 class RosbagStorage(Enum):
@@ -425,6 +466,74 @@ class RunLimits:
 
 
 @dataclass(frozen=True)
+class EncoderSettings:
+    """How output videos are encoded (``--codec``, ``--crf``, ``--preset``).
+
+    What can be checked without the output's name is checked here; :meth:`for_container`
+    checks the rest once the container is known and fills in the defaults.
+
+    Attributes:
+        codec: ``None``: the container's default (H.264 in ``.mp4``/``.mkv``, VP9 in
+            ``.webm``).
+        crf: quality, lower is better and larger (:data:`CRF_RANGES`); ``None``: the
+            codec's default (:data:`CODEC_DEFAULTS`). Not for lossless FFV1.
+        preset: speed, one of :data:`PRESET_NAMES`; ``None``: the codec's default. Not for
+            FFV1.
+
+    Raises:
+        ConfigError: an unknown codec or preset, a CRF out of the codec's range, or a CRF
+            or preset given for FFV1.
+    """
+
+    codec: VideoCodec | None = None
+    crf: int | None = None
+    preset: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.codec is not None:
+            _set(self, "codec", parse_enum(VideoCodec, self.codec, "codec"))
+        lossless = self.codec is VideoCodec.FFV1
+        if self.crf is not None:
+            if isinstance(self.crf, bool) or not isinstance(self.crf, (int, float)) \
+                    or int(self.crf) != self.crf:
+                raise ConfigError(f"--crf must be a whole number, got {self.crf!r}")
+            _set(self, "crf", int(self.crf))
+            if lossless:
+                raise ConfigError("--crf does not apply to --codec ffv1 (lossless); drop --crf")
+            lo, hi = CRF_RANGES.get(self.codec, (0, 63))  # type: ignore[arg-type]
+            if not lo <= self.crf <= hi:
+                what = self.codec.value if self.codec else "any codec"
+                raise ConfigError(f"--crf {self.crf} is out of range for {what}: {lo}..{hi}")
+        if self.preset is not None:
+            if self.preset not in PRESET_NAMES:
+                raise ConfigError(f"unknown preset {self.preset!r}; choose one of "
+                                  f"{', '.join(PRESET_NAMES)}")
+            if lossless:
+                raise ConfigError("--preset does not apply to --codec ffv1 (lossless); "
+                                  "drop --preset")
+
+    def for_container(self, suffix: str) -> EncoderSettings:
+        """These settings for a ``suffix`` file (``.mp4``...), with every default filled in.
+
+        Raises:
+            ConfigError: the container cannot hold the codec, or the CRF is out of the
+                range of the container's default codec.
+        """
+        codecs = CONTAINER_CODECS.get(suffix.lower())
+        if codecs is None:
+            raise ConfigError(f"cannot write video as {suffix or 'a file without extension'} "
+                              f"(use {', '.join(CONTAINER_CODECS)})")
+        codec = self.codec or codecs[0]
+        if codec not in codecs:
+            fits = [s for s, cs in CONTAINER_CODECS.items() if codec in cs]
+            raise ConfigError(f"a {suffix.lower()} file cannot hold --codec {codec.value}; "
+                              f"write {' or '.join(fits)}")
+        crf, preset = CODEC_DEFAULTS[codec]
+        return EncoderSettings(codec, crf if self.crf is None else self.crf,
+                               preset if self.preset is None else self.preset)
+
+
+@dataclass(frozen=True)
 class StreamSettings:
     """Everything a conversion or live run is asked to do (shared, read-only, by threads).
 
@@ -438,6 +547,9 @@ class StreamSettings:
         overwrite: replace existing outputs.
         backend, device, weights, precision: see :class:`ModelSettings`.
         duration_s, queue_size, stats_path: see :class:`RunLimits`.
+        codec, crf, preset: see :class:`EncoderSettings`.
+        snapshot_dir: where the live window's snapshots and recordings go (``None``: the
+            current folder).
         robot: camera model and robotics outputs, see :class:`RobotSettings`
             (``None``: the defaults, no robotics output).
     """
@@ -458,6 +570,10 @@ class StreamSettings:
     queue_size: int = 4
     precision: Precision = Precision.AUTO
     stats_path: Path | None = None
+    codec: VideoCodec | None = None
+    crf: int | None = None
+    preset: str | None = None
+    snapshot_dir: Path | None = None
     robot: RobotSettings | None = None
 
     def __post_init__(self) -> None:
@@ -466,11 +582,14 @@ class StreamSettings:
             _set(self, "robot", RobotSettings())
         elif not isinstance(self.robot, RobotSettings):
             raise ConfigError(f"robot must be a RobotSettings, got {type(self.robot).__name__}")
+        if self.snapshot_dir is not None:
+            _set(self, "snapshot_dir", Path(self.snapshot_dir))
         groups = {
             "render": RenderSettings(self.layout, self.alpha, self.cmap, self.invert),
             "model": ModelSettings(self.weights, self.backend, self.device, self.precision),
             "export": ExportSettings(self.raw_dir, self.raw_format, self.raw_unsmoothed),
             "limits": RunLimits(self.duration_s, self.queue_size, self.stats_path),
+            "encoder": EncoderSettings(self.codec, self.crf, self.preset),
         }
         for group in groups.values():  # the flat fields take the checked, parsed values
             for name in group.__dataclass_fields__:
@@ -497,3 +616,8 @@ class StreamSettings:
     def limits(self) -> RunLimits:
         """Duration, queue size, statistics file."""
         return self._limits  # type: ignore[attr-defined]
+
+    @property
+    def encoder(self) -> EncoderSettings:
+        """Codec, CRF and preset of output videos."""
+        return self._encoder  # type: ignore[attr-defined]

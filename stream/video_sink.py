@@ -1,8 +1,10 @@
-"""Video sink: rendered depth frames encoded to MP4/MKV (H.264) or WebM (VP9), with sound.
+"""Video sink: rendered depth frames encoded to MP4, MKV or WebM, with sound.
 
-Touches files (PyAV); starts no threads. The video is written to a temporary next to
-the output (:class:`stream.files.PartFile`) and renamed into place when closed, so an
-output path holds either nothing or a playable file.
+H.264, H.265 (HEVC), VP9 or lossless FFV1, at the quality and speed of
+:class:`~stream.settings.EncoderSettings`. Touches files (PyAV); starts no threads. The
+video is written to a temporary next to the output (:class:`stream.files.PartFile`) and
+renamed into place when closed, so an output path holds either nothing or a playable
+file.
 """
 
 from __future__ import annotations
@@ -22,31 +24,69 @@ from .errors import SinkError
 from .files import PartFile, check_output_path
 from .records import DepthFrame
 from .render import Renderer
+from .settings import EncoderSettings, VideoCodec
 from .sinks import Sink, SinkContext
 from .sources import av_reason
 
-__all__ = ["VIDEO_FORMATS", "check_video_output", "VideoFileSink"]
+__all__ = ["VIDEO_FORMATS", "check_video_output", "Encoding", "encoding_for", "VideoFileSink"]
 
 
 @dataclass(frozen=True)
 class _VideoFormat:
     container: str
-    video_codec: str
-    video_options: dict[str, str]
     audio_codec: str
 
 
 VIDEO_FORMATS: dict[str, _VideoFormat] = {
-    # ultrafast: the cheapest x264 preset on one thread; depth maps are smooth, so the
-    # larger file costs little, and the cores stay with the network.
-    ".mp4": _VideoFormat("mp4", "libx264", {"preset": "ultrafast", "crf": "20"}, "aac"),
-    ".mkv": _VideoFormat("matroska", "libx264", {"preset": "ultrafast", "crf": "20"}, "aac"),
-    # VP9's realtime settings: the default "good" deadline is many times slower.
-    ".webm": _VideoFormat("webm", "libvpx-vp9",
-                          {"deadline": "realtime", "cpu-used": "8", "row-mt": "1",
-                           "crf": "32", "b": "0"}, "libopus"),
+    ".mp4": _VideoFormat("mp4", "aac"),
+    ".mkv": _VideoFormat("matroska", "aac"),
+    ".webm": _VideoFormat("webm", "libopus"),
 }
-"""Output video types by extension: container, video codec and options, audio codec."""
+"""Output video types by extension: container and audio codec (the video codec's choices
+are :data:`stream.settings.CONTAINER_CODECS`)."""
+
+# VP9 has no named presets: x264's names map to libvpx's deadline and cpu-used. The
+# "realtime" deadline is many times faster than the default "good".
+_VP9_SPEED = {
+    "ultrafast": ("realtime", 8), "superfast": ("realtime", 7), "veryfast": ("realtime", 6),
+    "faster": ("realtime", 5), "fast": ("good", 5), "medium": ("good", 3),
+    "slow": ("good", 2), "slower": ("good", 1), "veryslow": ("good", 0),
+}
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """What FFmpeg is asked for: encoder name, its options, pixel format, codec tag."""
+
+    codec_name: str
+    options: dict[str, str]
+    pix_fmt: str
+    codec_tag: str | None = None
+
+
+def encoding_for(encoder: EncoderSettings, suffix: str, threads: int = 1) -> Encoding:
+    """The FFmpeg encoder and options for ``encoder`` in a ``suffix`` file.
+
+    Raises:
+        ConfigError: the container cannot hold the codec, or the CRF is out of range.
+    """
+    enc = encoder.for_container(suffix)
+    crf, preset = str(enc.crf), str(enc.preset)
+    if enc.codec is VideoCodec.H264:
+        return Encoding("libx264", {"preset": preset, "crf": crf}, "yuv420p")
+    if enc.codec is VideoCodec.HEVC:
+        # x265 prints its settings on stderr unless told not to; its thread pool follows
+        # ``threads`` (the codec context's thread count does not reach it).
+        params = f"log-level=error:pools={threads}:frame-threads={threads}"
+        tag = "hvc1" if suffix.lower() == ".mp4" else None  # hvc1: what players expect in MP4
+        return Encoding("libx265", {"preset": preset, "crf": crf, "x265-params": params},
+                        "yuv420p", tag)
+    if enc.codec is VideoCodec.VP9:
+        deadline, cpu_used = _VP9_SPEED[preset]
+        return Encoding("libvpx-vp9", {"deadline": deadline, "cpu-used": str(cpu_used),
+                                       "row-mt": "1", "crf": crf, "b": "0"}, "yuv420p")
+    # FFV1 version 3 with per-slice checksums, in RGB: every rendered pixel is kept.
+    return Encoding("ffv1", {"level": "3", "slicecrc": "1"}, "bgr0")
 
 _LIVE_TIME_BASE = Fraction(1, 90000)
 
@@ -66,7 +106,7 @@ def check_video_output(path: str | os.PathLike, overwrite: bool = False) -> Path
 
 
 class VideoFileSink(Sink):
-    """Encode rendered frames with PyAV: H.264 in MP4 or MKV, VP9 + Opus in WebM.
+    """Encode rendered frames with PyAV: H.264, HEVC, VP9 or FFV1 in MP4, MKV or WebM.
 
     The output keeps the input's exact frame rate (``30000/1001`` stays so) and every
     frame's timestamp (variable frame rate stays in sync): frames are encoded in the
@@ -81,23 +121,35 @@ class VideoFileSink(Sink):
         audio_from: the input video whose audio to carry over (``None``: no audio).
         overwrite: replace an existing file.
         threads: encoder threads (few, so the encoder leaves the cores to the network).
+        encoder: codec, CRF and preset (default: the container's codec and its defaults,
+            :data:`stream.settings.CODEC_DEFAULTS`).
+        warnings: where to report what went wrong without failing the file (damaged
+            audio packets skipped); the run's list, so it lands in the run's stats.
 
     Raises:
         SinkError: bad extension, missing folder, or existing file (at construction).
+        ConfigError: the container cannot hold the codec, or the CRF is out of its range
+            (at construction).
     """
 
     def __init__(self, path: str | os.PathLike, renderer: Renderer | None = None,
                  audio_from: str | os.PathLike | None = None, overwrite: bool = False,
-                 threads: int = 1) -> None:
+                 threads: int = 1, encoder: EncoderSettings | None = None,
+                 warnings: list[str] | None = None) -> None:
         self.path = check_video_output(path, overwrite=overwrite)
+        self.warnings = warnings if warnings is not None else []
+        self.encoding = encoding_for(encoder or EncoderSettings(), self.path.suffix, threads)
         self.renderer = renderer or Renderer()
         self.audio_from = Path(audio_from) if audio_from is not None else None
         self.threads = threads
         self.frames_written = 0
+        self.size_bytes = 0
         self._output: Any = None
         self._part: PartFile | None = None
         self._audio: AudioTrack | None = None
         self._closed = False
+        self._first_pts: int | None = None
+        self._last_pts: int | None = None
 
     def open(self, context: SinkContext) -> None:
         """Create the temporary file and its streams (on the render thread)."""
@@ -111,15 +163,19 @@ class VideoFileSink(Sink):
             # timestamp survive exactly (no rounding to 1/rate ticks).
             self._time_base = info.time_base or _LIVE_TIME_BASE
             self._rate = info.rate or Fraction(30)
-            stream = self._output.add_stream(fmt.video_codec, rate=self._rate)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            encoding = self.encoding
+            stream = self._output.add_stream(encoding.codec_name, rate=self._rate)
+            stream.width, stream.height, stream.pix_fmt = width, height, encoding.pix_fmt
             stream.codec_context.time_base = self._time_base
             stream.time_base = self._time_base
             stream.codec_context.thread_count = self.threads
-            stream.options = dict(fmt.video_options)
+            if encoding.codec_tag is not None:
+                stream.codec_tag = encoding.codec_tag
+            stream.options = dict(encoding.options)
             self._stream = stream
             if self.audio_from is not None and info.has_audio:
-                self._audio = AudioTrack(self.audio_from, self._output, fmt.audio_codec)
+                self._audio = AudioTrack(self.audio_from, self._output, fmt.audio_codec,
+                                         warnings=self.warnings)
             self._output.start_encoding()
             if self._audio is not None:
                 self._audio.start()
@@ -127,6 +183,7 @@ class VideoFileSink(Sink):
             self._discard()
             raise SinkError(f"cannot write video {self.path}: {av_reason(exc)}") from exc
         self._size_wh = (width, height)
+        self._first_pts: int | None = None
         self._last_pts: int | None = None
         self._last_step = max(1, round(1 / (self._rate * self._time_base)))
 
@@ -138,6 +195,8 @@ class VideoFileSink(Sink):
             if pts <= self._last_pts:  # equal monotonic stamps after rounding: keep order
                 pts = self._last_pts + 1
             self._last_step = pts - self._last_pts
+        else:
+            self._first_pts = pts
         self._last_pts = pts
         if self._stream.pix_fmt == "yuv420p":
             # OpenCV converts to limited-range BT.601 I420 as swscale does (within 1 level)
@@ -179,13 +238,27 @@ class VideoFileSink(Sink):
                 self._audio.finish(float(end))
             self._output.close()
             self._output = None
-            self._part.commit()
+            self.size_bytes = self._part.commit().stat().st_size
         except (av.FFmpegError, OSError) as exc:
             self._discard()
             raise SinkError(f"cannot finish video {self.path}: {av_reason(exc)}") from exc
         finally:
             if self._audio is not None:
                 self._audio.close()
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds of video written: first frame to the end of the last one."""
+        if self._first_pts is None or self._last_pts is None:
+            return 0.0
+        return float((self._last_pts + self._last_step - self._first_pts) * self._time_base)
+
+    @property
+    def bitrate_kbps(self) -> float | None:
+        """The finished file's average bit rate (kbit/s, sound included), else ``None``."""
+        if not self.size_bytes or self.duration_s <= 0:
+            return None
+        return self.size_bytes * 8 / 1000 / self.duration_s
 
     def _discard(self) -> None:
         """Close without a trailer and remove the temporary file."""
