@@ -181,7 +181,8 @@ def test_colormap_and_invert_settings_are_applied(client: FlaskClient,
     bgr = picture(4)
     job = wait_done(client, post(client, png_bytes(bgr), cmap="gray", invert="true")
                     .get_json()["id"])
-    assert job["settings"] == {"cmap": "gray", "invert": True, "layout": "depth"}
+    assert job["settings"] == {"cmap": "gray", "invert": True, "layout": "depth",
+                               "precision": None}
     depth = expected_depth(server, bgr)
     colour = fetch_image(client, job["results"]["result_png"]["url"])
     expected = colorize(depth, *minmax(depth), cmap="gray", invert=True)
@@ -203,7 +204,15 @@ def test_identical_upload_is_answered_from_the_cache(client: FlaskClient) -> Non
     assert body["cached"] is True
     assert body["id"] == first["id"]
     assert body["status"] == "done"
-    assert body["results"] == done["results"]
+    # the same files, downloaded under this uploader's name (not the first one's)
+    assert [r["url"] for r in body["results"].values()] == \
+        [r["url"] for r in done["results"].values()]
+    assert body["results"]["result_png"]["download"] == "another_name_depth.png"
+    assert body["name"] == "another_name"
+    resp = client.get(body["results"]["result_png"]["download_url"])
+    assert "another_name_depth.png" in resp.headers["Content-Disposition"]
+    polled = client.get(f"{body['status_url']}?name=another_name").get_json()
+    assert polled["results"]["depth16_npy"]["download"] == "another_name_depth.npy"
 
     # Different settings are a different result; different bytes are a different picture.
     other = post(client, data, cmap="turbo").get_json()
@@ -294,8 +303,9 @@ def test_only_result_files_of_a_job_are_served(client: FlaskClient, server: Dept
     for name in ("input", "meta.json", "result.mp4", "..%2fmeta.json", "%2e%2e",
                  "..%2f..%2f..%2fetc%2fpasswd"):
         assert client.get(f"{base}/{name}").status_code == 404, name
-    # the uploaded bytes stay where they are, under the id, never under the client's name
-    assert (server.store.job_dir(job["id"]) / "input").is_file()
+    # the uploaded bytes were kept under the id (never the client's name) until the job
+    # was done, then deleted: the results are all that is needed
+    assert not (server.store.job_dir(job["id"]) / "input").exists()
 
 
 def test_upload_name_never_becomes_a_path(client: FlaskClient, server: DepthServer,
@@ -308,7 +318,7 @@ def test_upload_name_never_becomes_a_path(client: FlaskClient, server: DepthServ
     assert job["name"] == "pwned"
     folder = server.store.job_dir(job["id"])
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["input", "meta.json", "result.png", "side.png", "depth16.png", "depth16.npy"])
+        ["meta.json", "result.png", "side.png", "depth16.png", "depth16.npy"])
 
 
 @pytest.mark.parametrize(("filename", "expected"), [
@@ -482,6 +492,10 @@ def test_unknown_routes_and_methods_answer_json(client: FlaskClient) -> None:
     assert resp.status_code == 404 and resp.is_json
     resp = client.delete("/api/jobs")
     assert resp.status_code == 405 and resp.is_json
+    assert set(resp.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
+    resp = client.put(f"/api/jobs/{'0' * 32}")
+    assert resp.status_code == 405
+    assert set(resp.headers["Allow"].split(", ")) >= {"GET", "DELETE"}
 
 
 # ---------------------------------------------------------------- video jobs

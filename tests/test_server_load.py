@@ -1,16 +1,16 @@
-"""The server over real HTTP on 127.0.0.1: 20 concurrent uploads, ``serve()`` itself, live MJPEG.
+"""The server over real HTTP on 127.0.0.1 (waitress): load, ``serve()``, live MJPEG, big uploads.
 
-Each test runs a real threaded server on an ephemeral port and talks to it with
-``http.client``, as a browser or a robot would. No timing is asserted; the load test
-prints how long the 20 jobs took.
+The load: 20 concurrent uploads while 50 status polls a second go on.
+
+Each test runs the production server (:class:`stream.web.HttpServer`) on an ephemeral
+port and talks to it with ``http.client``, as a browser or a robot would. No timing is
+asserted; the load test prints how long the 20 jobs took and how fast polls answered.
 """
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import io
-import json
 import os
 import re
 import signal
@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,7 +29,7 @@ import pytest
 from flask import Flask
 from support.fakes import cheap_estimator
 from support.mjpeg import MjpegServer
-from werkzeug.serving import make_server
+from support.web import Http, running
 
 from stream.backends import TorchBackend
 from stream.errors import ConfigError, SinkError, SourceError
@@ -40,63 +39,6 @@ from stream.web import DepthServer, create_app, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300.0
-
-
-class Http:
-    """A tiny client for one server: JSON calls, multipart uploads, raw bodies."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            return resp.status, dict(resp.getheaders()), resp.read()
-        finally:
-            conn.close()
-
-    def json(self, path: str) -> tuple[int, dict]:
-        status, _, body = self.request("GET", path)
-        return status, json.loads(body)
-
-    def upload(self, data: bytes, name: str = "pic.png", **fields: str) -> tuple[int, dict]:
-        boundary = uuid.uuid4().hex
-        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-                 .encode() for k, v in fields.items()]
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-                     f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-                     .encode() + data + b"\r\n")
-        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-        status, _, out = self.request(
-            "POST", "/api/jobs", body,
-            {"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        return status, json.loads(out)
-
-    def wait_done(self, job_id: str) -> dict:
-        deadline = time.monotonic() + TIMEOUT_S
-        while time.monotonic() < deadline:
-            status, body = self.json(f"/api/jobs/{job_id}")
-            assert status == 200
-            if body["status"] in ("done", "failed"):
-                return body
-            time.sleep(0.25)  # as the page polls; 20 clients polling faster slow the worker
-        raise AssertionError(f"job {job_id} not finished after {TIMEOUT_S} s")
-
-
-@contextlib.contextmanager
-def running(app: Flask) -> Iterator[Http]:
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Http(httpd.server_port)
-    finally:
-        httpd.shutdown()
-        thread.join(10)
-        httpd.server_close()
 
 
 def picture(seed: int) -> np.ndarray:
@@ -119,25 +61,64 @@ def app(state_dict: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     app.extensions["depthstream"].close()
 
 
+class Poller:
+    """Polls ``/api/info`` at a fixed rate from one thread and keeps each answer's latency."""
+
+    def __init__(self, client: Http, rate_hz: float) -> None:
+        self.client = client
+        self.period_s = 1.0 / rate_hz
+        self.latencies_ms: list[float] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                         for i in range(4)]  # 4 pollers, so one slow answer skips no beat
+        self.elapsed_s = 0.0
+
+    def _run(self, index: int) -> None:
+        next_at = time.monotonic() + index * self.period_s
+        while not self._stop.is_set():
+            next_at += len(self._threads) * self.period_s
+            start = time.perf_counter()
+            status, _, _ = self.client.request("GET", "/api/info")
+            self.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+            if status != 200:
+                self.failures.append(str(status))
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def __enter__(self) -> Poller:
+        self._start = time.monotonic()
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+        self.elapsed_s = time.monotonic() - self._start
+
+
 def test_twenty_concurrent_uploads_all_complete_with_their_own_result(app: Flask) -> None:
     server: DepthServer = app.extensions["depthstream"]
     pictures = [picture(seed) for seed in range(20)]
-    with running(app) as client:
+    with running(app, close_app=False) as client:
         def one(index: int) -> tuple[int, dict, np.ndarray]:
             data = cv2.imencode(".png", pictures[index])[1].tobytes()
             status, body = client.upload(data, name=f"pic{index}.png")
             assert status == 202, body
-            done = client.wait_done(body["id"])
+            done = client.wait_done(body["id"], TIMEOUT_S)
             assert done["status"] == "done", done["error"]
             status, _, raw = client.request("GET", done["results"]["depth16_npy"]["url"])
             assert status == 200
             return index, done, np.load(io.BytesIO(raw))
 
-        start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=20) as pool:
-            results = list(pool.map(one, range(20)))
-        elapsed = time.perf_counter() - start
+        with Poller(client, rate_hz=50.0) as poller:
+            start = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=20) as pool:
+                results = list(pool.map(one, range(20)))
+            elapsed = time.perf_counter() - start
 
+    assert poller.failures == []
     assert len({done["id"] for _, done, _ in results}) == 20
     assert server.worker.jobs_run >= 20
     # Each result is the network's depth of its own picture (no mix-up under load);
@@ -151,22 +132,37 @@ def test_twenty_concurrent_uploads_all_complete_with_their_own_result(app: Flask
         np.testing.assert_allclose(depth, expected[index], rtol=1e-4,
                                    atol=1e-4 * float(np.ptp(expected[index])))
     per_job = [done["info"]["elapsed_ms"] for _, done, _ in results]
-    print(f"\n20 concurrent uploads: {elapsed:.2f} s in all; per job (worker) "
+    polls = np.asarray(poller.latencies_ms)
+    print(f"\n20 concurrent uploads on waitress: {elapsed:.2f} s in all; per job (worker) "
           f"{np.median(per_job):.0f} ms median, network "
-          f"{np.median([d['info']['inference_ms'] for _, d, _ in results]):.0f} ms median")
+          f"{np.median([d['info']['inference_ms'] for _, d, _ in results]):.0f} ms median; "
+          f"{len(polls) / poller.elapsed_s:.1f} polls/s answered, latency p50 "
+          f"{np.percentile(polls, 50):.1f} ms, p95 {np.percentile(polls, 95):.1f} ms, "
+          f"max {polls.max():.0f} ms")
+
+
+def _start_serving(code: str, *args: str) -> tuple[subprocess.Popen, str]:
+    """Run ``code`` (which calls serve) in a child; wait for its URL line."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(30)
+        raise AssertionError(proc.stderr.read())
+    return proc, line
 
 
 def test_serve_runs_until_interrupted(weights_file: Path, tmp_path: Path) -> None:
-    code = ("import sys; from stream.web import serve; "
+    # The child may inherit an ignored SIGINT from a background pytest: set it explicitly.
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from stream.web import serve; "
             "serve(port=0, data_dir=sys.argv[1], weights=sys.argv[2], backend='torch')")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "data"),
-                             str(weights_file)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc, line = _start_serving(code, str(tmp_path / "data"), str(weights_file))
     try:
-        line = proc.stdout.readline()
-        match = re.search(r"serving on http://127\.0\.0\.1:(\d+)/ \(no authentication", line)
-        assert match, line + (proc.stderr.read() if proc.poll() is not None else "")
+        match = re.search(r"serving on http://127\.0\.0\.1:(\d+)/; no token", line)
+        assert match, line
         client = Http(int(match.group(1)))
         status, info = client.json("/api/info")
         assert status == 200 and info["live"] is False
@@ -174,16 +170,14 @@ def test_serve_runs_until_interrupted(weights_file: Path, tmp_path: Path) -> Non
         assert status == 202
         assert client.wait_done(body["id"])["status"] == "done"
         assert (tmp_path / "data" / "jobs" / body["id"] / "result.png").is_file()
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, serve() returns
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "depthstream: stopped" in out
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.stdout.close()
-            proc.stderr.close()
-    assert proc.returncode is not None
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def read_mjpeg(port: int, count: int, layout: str = "depth") -> tuple[list[bytes], object]:
@@ -247,7 +241,7 @@ def test_large_and_oversize_uploads_over_http(app: Flask, tmp_path: Path) -> Non
     noisy = np.random.default_rng(1).integers(0, 255, (600, 640, 3), np.uint8)
     data = cv2.imencode(".png", noisy)[1].tobytes()
     assert len(data) > 1_000_000  # spooled to disk (in the data folder) on its way in
-    with running(app) as client:
+    with running(app, close_app=False) as client:
         status, body = client.upload(data, name="big.png")
         assert status == 202, body
         done = client.wait_done(body["id"])
@@ -280,4 +274,5 @@ def test_serve_refuses_a_busy_port_and_bad_live_options(weights_file: Path,
         before = {t.name for t in threading.enumerate()}
         with pytest.raises(SinkError, match=f"cannot listen on 127.0.0.1:{port}"):
             serve(port=port, data_dir=tmp_path, weights=weights_file, backend="torch")
-    assert "depthstream-jobs" not in {t.name for t in threading.enumerate()} - before
+    assert not [name for name in {t.name for t in threading.enumerate()} - before
+                if name.startswith("depthstream-jobs")]

@@ -1,4 +1,4 @@
-// depthstream upload page: send a file, poll its job, show the result. No libraries.
+// depthstream upload page: send a file, poll its job, cancel it, show the result. No libraries.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -10,9 +10,16 @@ function mb(bytes) {
   return `${+(bytes / 1e6).toFixed(1)} MB`;
 }
 
+function ordinal(n) {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? "th" : ({ 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th");
+  return `${n}${suffix}`;
+}
+
 function setStatus(name, text, fraction, failed) {
   $("status").hidden = false;
   $("status").classList.toggle("failed", !!failed);
+  $("status").classList.remove("complete");
   $("status-name").textContent = name;
   $("status-text").textContent = text;
   const pct = Math.round(Math.max(0, Math.min(1, fraction)) * 100);
@@ -23,10 +30,12 @@ function setStatus(name, text, fraction, failed) {
 function showError(message) {
   const text = String(message);
   $("error").textContent = text.charAt(0).toUpperCase() + text.slice(1);
+  $("status").classList.add("complete");
   $("bar-fill").style.width = "100%";
   $("error").hidden = false;
   $("status").classList.add("failed");
   $("status-text").textContent = "failed";
+  $("cancel").hidden = true;
 }
 
 function clearResult() {
@@ -35,16 +44,23 @@ function clearResult() {
   $("result-picture").hidden = true;
   $("result-video-box").hidden = true;
   $("downloads").replaceChildren();
+  $("cancel").hidden = true;
   const video = $("result-video");
   video.pause();
   video.removeAttribute("src");
 }
 
+function refusal(status, body) {
+  if (body && body.error) return body.error;
+  if (status === 401) return "This server needs its token: open the address it printed once.";
+  return `The server answered ${status}.`;
+}
+
 function upload(file) {
   clearResult();
-  const token = {};
+  const token = { name: file.name || "upload", url: null };
   current = token;
-  const name = file.name || "upload";
+  const name = token.name;
   const limit = Math.max(info.max_image_bytes, info.max_video_bytes);
   if (file.size > limit) {
     setStatus(name, "", 0, true);
@@ -70,9 +86,14 @@ function upload(file) {
     if (current !== token) return;
     const body = xhr.response || {};
     if (xhr.status >= 400) {
-      showError(body.error || `The server answered ${xhr.status}.`);
+      let message = refusal(xhr.status, body);
+      const retry = xhr.getResponseHeader("Retry-After");
+      if (xhr.status === 503 && retry) message += ` (try again in ${retry} s)`;
+      showError(message);
       return;
     }
+    // Downloads are named after this upload, also when an earlier one is reused.
+    token.url = `${body.status_url}?name=${encodeURIComponent(body.name)}`;
     follow(body, token, name);
   };
   xhr.onerror = () => {
@@ -84,26 +105,55 @@ function upload(file) {
 
 function follow(job, token, name) {
   if (current !== token) return;
-  const label = { queued: "queued", running: "working", done: "done", failed: "failed" };
+  const label = { queued: "queued", running: "working", done: "done", failed: "failed",
+                  cancelled: "cancelled" };
   let text = label[job.status] || job.status;
+  if (job.status === "queued" && job.position) {
+    text = job.position === 1 ? "queued, next in line" : `queued, ${ordinal(job.position)} in line`;
+  }
   if (job.status === "running") text += ` ${Math.round(job.progress * 100)}%`;
   if (job.cached) text += " (cached)";
-  setStatus(name, text, job.status === "queued" ? 0 : job.progress, job.status === "failed");
-  if (job.status === "done") {
+  const done = job.status === "done";
+  setStatus(name, text, job.status === "queued" ? 0 : done ? 1 : job.progress,
+            job.status === "failed");
+  const active = job.status === "queued" || job.status === "running";
+  $("cancel").hidden = !active;
+  $("cancel").onclick = active ? () => cancel(token, name) : null;
+  if (done) {
+    $("status").classList.add("complete"); // the bar is full now, not on its way there
     showResult(job);
   } else if (job.status === "failed") {
     showError(job.error || "The job failed.");
+  } else if (job.status === "cancelled") {
+    $("status").classList.add("complete");
   } else {
-    setTimeout(() => poll(job.status_url, token, name, job.cached), POLL_MS);
+    setTimeout(() => poll(token, name, job.cached), POLL_MS);
   }
 }
 
-function poll(url, token, name, cached) {
+function cancel(token, name) {
   if (current !== token) return;
-  fetch(url, { cache: "no-store" })
-    .then((r) => r.json().then((body) => ({ ok: r.ok, body })))
-    .then(({ ok, body }) => {
-      if (!ok) throw new Error(body.error || "the job is gone");
+  $("cancel").disabled = true;
+  $("status-text").textContent = "cancelling\u2026";
+  fetch(token.url, { method: "DELETE" })
+    .then((r) => r.json().then((body) => ({ ok: r.ok, status: r.status, body })))
+    .then(({ ok, status, body }) => {
+      $("cancel").disabled = false;
+      if (!ok && status !== 409) throw new Error(refusal(status, body));
+      if (ok) follow(body, token, name);
+    })
+    .catch((err) => {
+      $("cancel").disabled = false;
+      if (current === token) showError(`Could not cancel: ${err.message}`);
+    });
+}
+
+function poll(token, name, cached) {
+  if (current !== token) return;
+  fetch(token.url, { cache: "no-store" })
+    .then((r) => r.json().then((body) => ({ ok: r.ok, status: r.status, body })))
+    .then(({ ok, status, body }) => {
+      if (!ok) throw new Error(refusal(status, body));
       body.cached = body.cached || cached;
       follow(body, token, name);
     })
@@ -142,26 +192,42 @@ function showResult(job) {
   links.replaceChildren();
   for (const item of Object.values(r)) {
     const a = document.createElement("a");
-    a.href = `${item.url}?download`;
+    a.href = item.download_url;
     a.download = item.download;
     a.textContent = item.label;
     links.append(a);
   }
   $("result").hidden = false;
+  // The result is below the upload card: bring it into view (on a phone, below the fold).
+  $("result").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+function limitsText(i) {
+  let text = `Pictures up to ${mb(i.max_image_bytes)}`;
+  if (i.max_image_mp) text += ` and ${i.max_image_mp} megapixels`;
+  if (!i.video) return `${text} (videos are not available here)`;
+  text += `, videos up to ${mb(i.max_video_bytes)}`;
+  if (i.max_video_s) text += `, ${+(i.max_video_s / 60).toFixed(1)} minutes`;
+  if (i.max_video_wh) text += ` and ${i.max_video_wh[0]}\u00d7${i.max_video_wh[1]}`;
+  return text;
 }
 
 function setup() {
-  fetch("/api/info").then((r) => r.json()).then((i) => {
-    info = i;
-    $("limits").textContent =
-      `Pictures up to ${mb(i.max_image_bytes)}` +
-      (i.video ? `, videos up to ${mb(i.max_video_bytes)}` : " (videos are not available here)");
-    const cmap = $("cmap");
-    cmap.replaceChildren();
-    for (const name of i.cmaps) cmap.append(new Option(name, name, name === "inferno", name === "inferno"));
-    $("layout").closest("label").hidden = !i.video;
-    $("live-link").hidden = !i.live;
-  }).catch(() => {});
+  fetch("/api/info").then((r) => r.json().then((body) => ({ ok: r.ok, status: r.status, body })))
+    .then(({ ok, status, body }) => {
+      if (!ok) {
+        setStatus("", "", 0, true);
+        showError(refusal(status, body));
+        return;
+      }
+      info = body;
+      $("limits").textContent = limitsText(body);
+      const cmap = $("cmap");
+      cmap.replaceChildren();
+      for (const name of body.cmaps) cmap.append(new Option(name, name, name === "inferno", name === "inferno"));
+      $("layout").closest("label").hidden = !body.video;
+      $("live-link").hidden = !body.live;
+    }).catch(() => {});
 
   const drop = $("drop");
   const input = $("file");

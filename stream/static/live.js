@@ -3,11 +3,13 @@
 
 const $ = (id) => document.getElementById(id);
 let failures = 0;
+let refused = false; // the stream did not start: the status says why
 
 function connect() {
   const layout = $("live-layout").value;
   $("live-error").hidden = true;
   $("reconnect").hidden = true;
+  refused = false;
   $("live-state").textContent = "connecting\u2026";
   // A new URL each time: the browser would otherwise keep showing the old stream.
   $("live").src = `/live/stream.mjpg?layout=${encodeURIComponent(layout)}&t=${Date.now()}`;
@@ -26,7 +28,11 @@ function poll() {
       show("net-ms", s.inference_ms === null ? null : Math.round(s.inference_ms));
       show("latency-ms", s.latency_ms === null ? null : Math.round(s.latency_ms));
       show("viewers", s.viewers);
-      if (s.running) {
+      if (refused && s.running && s.viewers >= s.max_viewers) {
+        $("live-state").textContent = "full";
+        $("live-error").textContent = `${s.viewers} viewers watch already; try again later.`;
+        $("live-error").hidden = false;
+      } else if (s.running) {
         const size = s.size_wh ? `${s.size_wh[0]}\u00d7${s.size_wh[1]}` : "";
         $("live-state").textContent = `live ${size}` + (s.dropped ? ` \u00b7 ${s.dropped} frames skipped to stay current` : "");
       } else if (s.error) {
@@ -45,7 +51,9 @@ function poll() {
 }
 
 $("live").addEventListener("error", () => {
-  // The stream could not start (the camera does not open): the API says why.
+  // The stream could not start (the camera does not open, too many viewers): the API
+  // says why.
+  refused = true;
   $("reconnect").hidden = false;
   poll();
 });

@@ -1,19 +1,28 @@
 """Web: the browser UI and HTTP API (upload jobs, cached results, live MJPEG) around one model.
 
-A Flask app with one background worker thread that owns the depth estimator: uploads
-become jobs in a queue, so no two inferences fight for the cores. The page (``/``,
-shipped in ``stream/static``, no CDN) uploads a picture or a video, polls the job and
-shows the result with download links. Every live viewer shares one pipeline, started by
-the first viewer and stopped soon after the last one leaves; live frames and jobs take
-turns on the network, frame by frame.
+A Flask app served by waitress. Two worker threads share the depth estimator: pictures
+and videos wait in separate lanes, so a picture never waits behind a long video, and
+the network takes one frame at a time from each (and from the live view). The page
+(``/``, shipped in ``stream/static``, no CDN) uploads a picture or a video, shows its
+place in the queue, polls the job, can cancel it, and shows the result with download
+links. Every live viewer shares one pipeline, started by the first viewer and stopped
+soon after the last one leaves.
+
+Made to face a network: a token on every route, every limit read from the upload's
+header before anything is decoded, uploads in flight and live viewers capped, write
+timeouts, a data folder kept under its budget, and a clean stop on SIGTERM.
 
 One module per subsystem; which of them start threads or touch files, each says:
 
-* :mod:`.jobs`: job records, limits, and the store that mirrors them to ``meta.json``;
-* :mod:`.uploads`: saving an upload, deciding by decoding what it is, size limits;
-* :mod:`.worker`: the thread that owns the model and runs the jobs;
+* :mod:`.config`: the one settings record (limits, retention, token);
+* :mod:`.auth`: the token, from a header or a cookie, compared in constant time;
+* :mod:`.jobs`: job records and the store that mirrors them to ``meta.json``;
+* :mod:`.uploads`: saving an upload, its header's limits, deciding what it is;
+* :mod:`.worker`: the lanes that own the model and run the jobs, cancel;
+* :mod:`.retention`: which finished jobs go when over the budget;
 * :mod:`.live`: the live pipeline fanned out to MJPEG viewers;
 * :mod:`.app`: the Flask routes, the server's state, exceptions to HTTP status codes;
+* :mod:`.httpd`: waitress with write timeouts, early refusals and a clean stop;
 * :mod:`.serve`: :func:`serve`, which builds all of it and listens.
 
 Importing this package starts nothing.
@@ -22,10 +31,12 @@ Importing this package starts nothing.
 from __future__ import annotations
 
 from .app import STATUS_FOR, DepthServer, create_app, status_for
-from .jobs import MB, OUTPUTS, Job, JobKind, JobSettings, JobStatus, JobStore, ServerConfig
-from .live import LiveStream, LiveUnavailableError
+from .config import MB, ServerConfig, parse_size_wh
+from .httpd import HttpServer
+from .jobs import OUTPUTS, Job, JobKind, JobSettings, JobStatus, JobStore
+from .live import LiveBusyError, LiveStream, LiveUnavailableError
 from .serve import default_data_dir, serve
-from .uploads import UploadTooLargeError, detect_kind
+from .uploads import UploadBusyError, UploadTooLargeError, detect_kind
 from .worker import JobWorker, QueueFullError
 
 __all__ = [
@@ -33,20 +44,24 @@ __all__ = [
     "OUTPUTS",
     "STATUS_FOR",
     "DepthServer",
+    "HttpServer",
     "Job",
     "JobKind",
     "JobSettings",
     "JobStatus",
     "JobStore",
     "JobWorker",
+    "LiveBusyError",
     "LiveStream",
     "LiveUnavailableError",
     "QueueFullError",
     "ServerConfig",
+    "UploadBusyError",
     "UploadTooLargeError",
     "create_app",
     "default_data_dir",
     "detect_kind",
+    "parse_size_wh",
     "serve",
     "status_for",
 ]

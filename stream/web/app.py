@@ -1,57 +1,72 @@
 """App: the web server's Flask routes, its state (:class:`DepthServer`) and its JSON errors.
 
-Starts no threads of its own: :meth:`DepthServer.start` starts the job worker
-(:mod:`stream.web.worker`), and the first live viewer starts the live pipeline
+Starts threads: :meth:`DepthServer.start` starts the job worker's lanes
+(:mod:`stream.web.worker`), the upload checker runs its small pool
+(:mod:`stream.web.uploads`), and the first live viewer starts the live pipeline
 (:mod:`stream.web.live`). Touches files: uploads are spooled and saved in the data
-folder, moved into their job's folder, and results are served from there.
+folder, moved into their job's folder, results are served from there, and
+:mod:`stream.web.retention` deletes what is over the budget.
 
-API:
+API (every route needs the token when the server has one: ``Authorization: Bearer
+TOKEN``, or the cookie that ``/?token=TOKEN`` sets; without it, 401):
     ``POST /api/jobs`` (multipart: the file in ``file``; ``cmap``, ``invert``,
-    ``layout`` as form fields) -> ``202 {"id", "status_url", ...}``; an identical
-    upload (SHA-256 of the bytes plus the settings and the model) answers at once with
-    the earlier job and ``"cached": true``.
+    ``layout``, ``precision`` as form fields) -> ``202 {"id", "status_url", ...}``; an
+    identical upload (SHA-256 of the bytes plus the settings and the model) answers at
+    once with the earlier job and ``"cached": true``.
 
-    ``GET /api/jobs/<id>`` -> ``{"id", "status", "progress", "kind", "results",
-    "error", ...}`` with ``status`` one of ``queued``, ``running``, ``done``, ``failed``.
+    ``GET /api/jobs/<id>`` (``?name=`` names the downloads) -> ``{"id", "status",
+    "progress", "position", "kind", "results", "error", ...}`` with ``status`` one of
+    ``queued``, ``running``, ``done``, ``failed``, ``cancelled``; ``position`` is the
+    place of a queued job in its lane (pictures and videos wait apart).
 
-    ``GET /results/<id>/<file>``: a finished job's outputs, served only from the data
-    folder, by job id (a uuid4 hex checked before any path is built).
+    ``DELETE /api/jobs/<id>``: cancel a queued or running job; answers once it has
+    stopped (within a couple of seconds), its files removed; 409 for a finished one.
+
+    ``GET /results/<id>/<file>`` (``?download=NAME`` as an attachment): a finished
+    job's outputs, served only from the data folder, by job id (a uuid4 hex checked
+    before any path is built).
 
     ``GET /live`` (with a camera or URL): a page showing ``/live/stream.mjpg``
     (``?layout=depth|side|overlay``), an MJPEG stream of the depth view, and
     ``/api/live`` (fps, viewers).
 
-Errors are JSON ``{"error": message, "status": code}``. Exceptions become status codes
-here and only here (:data:`STATUS_FOR`): 400 (not a picture or video, bad settings),
-404 (unknown job or file), 413 (too large), 503 (queue full, or the camera does not
-open), 500 for anything else. There is no authentication: :func:`stream.web.serve`
-binds 127.0.0.1 unless told otherwise.
+Errors are JSON ``{"error": message, "status": code}`` and never name a server path.
+Exceptions become status codes here and only here (:data:`STATUS_FOR`): 400 (not a
+picture or video, bad settings, a malformed form), 401 (no token), 404 (unknown job or
+file), 405 (with ``Allow``), 409 (cancel a finished job), 413 (over a limit), 503 with
+``Retry-After`` (busy, queue full, the camera does not open), 500 for anything else.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlencode
 
-from flask import Flask, Request, Response, jsonify, request, send_from_directory
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Request, Response, jsonify, redirect, request, send_from_directory
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..errors import ConfigError, SourceError, StreamError
 from ..inference import DepthEstimator
-from ..settings import COLORMAP_NAMES, Layout, StreamSettings, choices
+from ..settings import COLORMAP_NAMES, Layout, Precision, StreamSettings, choices
 from ..sources import Source
-from .jobs import MB, Job, JobSettings, JobStatus, JobStore, ServerConfig
+from . import retention
+from .auth import cookie_name, request_has_token, token_matches
+from .config import ServerConfig
+from .jobs import Job, JobSettings, JobStatus, JobStore, public_message
 from .live import LiveStream, LiveUnavailableError
 from .uploads import (
+    UploadBusyError,
+    UploadChecker,
     UploadTooLargeError,
     cache_key,
-    detect_kind,
     display_name,
     save_upload,
     too_large_message,
@@ -63,14 +78,19 @@ __all__ = ["STATUS_FOR", "DepthServer", "create_app", "status_for"]
 log = logging.getLogger(__name__)
 
 # Multipart framing and form fields around the file: allowed on top of the file limit.
-_FORM_SLACK_BYTES = 1 << 20
+FORM_SLACK_BYTES = 1 << 20
+_MAX_FORM_PARTS = 32  # the file and a few settings; werkzeug's default is 1000
 _IN_MEMORY_BYTES = 500 * 1024  # werkzeug's own threshold for spooling an upload to disk
 _STATIC = Path(__file__).parents[1] / "static"
 _NO_LIVE = "no live source: start the server with --camera N or --url URL"
+_RETRY_AFTER_S = 5
+_COOKIE_MAX_AGE_S = 30 * 24 * 3600
+_SWEEP_EVERY_S = 1.0
 
 #: The one table from exceptions to HTTP status codes; the first matching type wins.
 STATUS_FOR: tuple[tuple[type[Exception], int], ...] = (
     (UploadTooLargeError, 413),
+    (UploadBusyError, 503),
     (QueueFullError, 503),
     (LiveUnavailableError, 503),
     (ConfigError, 400),
@@ -84,26 +104,37 @@ def status_for(exc: BaseException) -> int:
 
 
 class DepthServer:
-    """The app's state: configuration, job store, worker, and the live stream when given.
+    """The app's state: configuration, job store, worker, checker, and the live stream.
 
     ``create_app`` builds one and keeps it in ``app.extensions["depthstream"]``;
-    :meth:`close` stops the live stream and the worker.
+    :meth:`close` stops the live stream and the worker (running jobs fail, "server
+    stopped", their files removed).
 
     Args:
-        config: data folder and limits.
-        estimator_factory: builds the estimator, once, on the worker thread.
+        config: data folder, limits, retention, token.
+        estimator_factory: builds the estimator, once, on the worker's thread.
         live_source: opens the camera or URL for ``/live``; ``None``: no live page.
         live_settings: smoothing, colours of the live stream.
+        precision_factory: builds an estimator of another precision for jobs that ask
+            for one; ``None``: jobs run at the server's precision only.
     """
 
     def __init__(self, config: ServerConfig, estimator_factory: Callable[[], DepthEstimator],
                  live_source: Callable[[], Source] | None = None,
-                 live_settings: StreamSettings | None = None) -> None:
+                 live_settings: StreamSettings | None = None,
+                 precision_factory: Callable[[str], DepthEstimator] | None = None) -> None:
         self.config = config
         self.store = JobStore(config.data_dir)
-        self.worker = JobWorker(self.store, estimator_factory, config.max_queued)
-        self.live = (LiveStream(live_source, self._live_estimator, live_settings)
+        self.precision_factory = precision_factory
+        self.worker = JobWorker(self.store, estimator_factory, config, precision_factory,
+                                on_idle=self.sweep)
+        self.checker = UploadChecker(config, backlog=64)
+        self.live = (LiveStream(live_source, self._live_estimator, live_settings,
+                                max_viewers=config.max_viewers)
                      if live_source is not None else None)
+        self._sweep_lock = threading.Lock()
+        self._last_sweep = 0.0
+        self.sweep()
         self.app = _build_app(self)
 
     def _live_estimator(self) -> DepthEstimator:
@@ -116,11 +147,13 @@ class DepthServer:
         self.worker.start()
         return self
 
-    def close(self) -> None:
-        """Stop the live stream and the worker (safe to call twice)."""
+    def close(self, timeout_s: float = 8.0) -> None:
+        """Stop: running jobs fail ("server stopped"), live viewers end (safe to call twice)."""
+        self.worker.stop()
+        self.checker.close()
         if self.live is not None:
             self.live.close()
-        self.worker.close()
+        self.worker.join(timeout_s)
 
     def __enter__(self) -> DepthServer:
         return self.start()
@@ -128,32 +161,44 @@ class DepthServer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def accept_upload(self, upload: Any, form: Mapping[str, str]) -> tuple[Job, bool]:
-        """Store an upload, decide its kind by decoding, and queue it unless cached.
+    def sweep(self, force: bool = False) -> list[str]:
+        """Evict what is over the retention limits (at most once a second unless forced)."""
+        with self._sweep_lock:
+            now = time.monotonic()
+            if not force and now - self._last_sweep < _SWEEP_EVERY_S:
+                return []
+            self._last_sweep = now
+            return retention.sweep(self.store, self.config)
+
+    def accept_upload(self, upload: Any, form: Mapping[str, str]) -> tuple[Job, bool, str]:
+        """Store an upload, check its header and kind, and queue it unless cached.
 
         Returns:
-            ``(job, cached)``.
+            ``(job, cached, name)``: ``name`` is this upload's display stem (a cached
+            job keeps its first uploader's).
 
         Raises:
             ConfigError: bad settings in the form.
             SourceError: an empty file, or one that is neither a picture nor a video.
-            UploadTooLargeError: over its kind's limit.
+            UploadTooLargeError: over a limit of its kind.
+            UploadBusyError: too many uploads being checked.
             QueueFullError: too many jobs waiting (the job is forgotten again).
         """
-        settings = JobSettings.from_form(form)
+        settings = self._settings(form)
+        self.sweep()
         tmp = self.store.uploads_dir / uuid.uuid4().hex
+        name = display_name(getattr(upload, "filename", None))
         try:
             digest, size = self._save_upload(upload, tmp)
-            kind, info = detect_kind(tmp, size, self.config)
+            kind, info = self.checker.check(tmp, size)
             settings = settings.for_kind(kind)
             key = cache_key(digest, kind, settings, self.config.model_tag)
-            name = display_name(getattr(upload, "filename", None))
 
             def make() -> Job:
                 job_id = uuid.uuid4().hex
                 folder = self.store.job_dir(job_id)
                 folder.mkdir()
-                os.replace(tmp, folder / "input")
+                tmp.replace(folder / "input")
                 return Job(id=job_id, kind=kind, settings=settings, key=key, name=name,
                            size_bytes=size, info=info)
 
@@ -163,29 +208,47 @@ class DepthServer:
                 tmp.unlink()
         if not cached:
             try:
-                self.worker.submit(job.id)
+                self.worker.submit(job)
             except QueueFullError:
                 self.store.remove(job.id)
                 raise
-        return job, cached
+        return job, cached, name
+
+    def _settings(self, form: Mapping[str, str]) -> JobSettings:
+        settings = JobSettings.from_form(form)
+        if settings.precision == self.config.precision:
+            return JobSettings(settings.cmap, settings.invert, settings.layout)
+        if settings.precision is not None and self.precision_factory is None:
+            raise ConfigError(f"this server runs at {self.config.precision} precision only")
+        return settings
 
     def _save_upload(self, upload: Any, dest: Path) -> tuple[str, int]:
         return save_upload(upload.stream, dest, self.config)
 
+    def job_api(self, job: Job, **kwargs: Any) -> dict[str, Any]:
+        """``job.to_api`` with its place in the queue."""
+        return job.to_api(position=self.worker.position(job.id), **kwargs)
+
     def info(self) -> dict[str, Any]:
         """What the page needs to know: limits, choices, whether live is on."""
         return {
-            "max_image_bytes": self.config.max_image_bytes,
-            "max_video_bytes": self.config.max_video_bytes,
+            **self.config.limits(),
             "cmaps": list(COLORMAP_NAMES), "layouts": list(choices(Layout)),
+            "precision": self.config.precision,
+            "precisions": list(choices(Precision)) if self.precision_factory else
+            [self.config.precision],
             "live": self.live is not None, "video": True,
             "jobs": self.store.counts(), "queued": self.worker.queued,
         }
 
 
-def _error(status: int, message: str) -> Response:
-    resp = jsonify(error=message, status=status)
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    resp = jsonify(error=public_message(message), status=status)
     resp.status_code = status
+    if status == 503:
+        resp.headers["Retry-After"] = str(_RETRY_AFTER_S)
+    for key, value in (headers or {}).items():
+        resp.headers[key] = value
     return resp
 
 
@@ -204,7 +267,33 @@ class _Request(Request):
         return tempfile.TemporaryFile("wb+", dir=self.uploads_dir)
 
 
-def _add_error_handlers(app: Flask, server: DepthServer) -> None:
+def _check_token(server: DepthServer) -> Response | None:
+    """Before every route: ``None`` to go on, else the 401 (or the cookie's redirect)."""
+    token = server.config.token
+    if token is None:
+        return None
+    given = request.args.get("token")
+    if given is not None and request.method in ("GET", "HEAD"):
+        if not token_matches(given, token):
+            return _error(401, "wrong token")
+        # The token leaves the address bar (and the history) at once; the cookie stays.
+        rest = [(k, v) for k, v in request.args.items(multi=True) if k != "token"]
+        target = "/" + request.path.lstrip("/") + ("?" + urlencode(rest) if rest else "")
+        resp = redirect(target, 303)
+        resp.set_cookie(cookie_name(request.host), token, max_age=_COOKIE_MAX_AGE_S,
+                        path="/", httponly=True, samesite="Strict", secure=request.is_secure)
+        return resp
+    if request_has_token(token, request.headers.get("Authorization"),
+                         request.headers.get("Cookie"), request.host):
+        return None
+    return _error(401, "this server needs its token: open the address it printed (with "
+                       "?token=...) or send 'Authorization: Bearer TOKEN'",
+                  {"WWW-Authenticate": 'Bearer realm="depthstream"'})
+
+
+def _add_hooks(app: Flask, server: DepthServer) -> None:
+    app.before_request(lambda: _check_token(server))
+
     @app.after_request
     def _headers(resp: Response) -> Response:
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -220,7 +309,9 @@ def _add_error_handlers(app: Flask, server: DepthServer) -> None:
     def _http_error(exc: HTTPException) -> Response:
         if exc.code == 413:
             return _error(413, too_large_message(server.config))
-        return _error(exc.code or 500, exc.description or exc.name)
+        # Keep what the exception says in headers (Allow for a 405), not its HTML body.
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        return _error(exc.code or 500, exc.description or exc.name, headers)
 
     @app.errorhandler(Exception)
     def _exception(exc: Exception) -> Response:
@@ -256,6 +347,20 @@ def _add_live_routes(app: Flask, server: DepthServer) -> None:
         return jsonify(server.live.status())
 
 
+def _upload_and_form() -> tuple[Any, Mapping[str, str]]:
+    """The request's ``file`` and form fields; a malformed form is a 400 that says why."""
+    try:
+        return request.files.get("file"), request.form
+    except RequestEntityTooLarge:
+        limit = request.max_content_length
+        if request.content_length is not None and (limit is None
+                                                   or request.content_length <= limit):
+            raise ConfigError(f"the form has too many fields, or a field that is too large: "
+                              f"send the file in 'file' and at most {_MAX_FORM_PARTS - 1} "
+                              f"short settings") from None
+        raise
+
+
 def _add_job_routes(app: Flask, server: DepthServer) -> None:
     @app.get("/")
     def index() -> Response:
@@ -267,45 +372,62 @@ def _add_job_routes(app: Flask, server: DepthServer) -> None:
 
     @app.post("/api/jobs")
     def create_job() -> tuple[Response, int]:
-        upload = request.files.get("file")
+        upload, form = _upload_and_form()
         if upload is None:
             return _error(400, "send the file in the multipart form field 'file'"), 400
-        job, cached = server.accept_upload(upload, request.form)
+        job, cached, name = server.accept_upload(upload, form)
         status = 200 if job.status is JobStatus.DONE else 202
-        return jsonify(job.to_api(cached=cached)), status
+        return jsonify(server.job_api(job, cached=cached, name=name)), status
 
     @app.get("/api/jobs/<job_id>")
     def get_job(job_id: str) -> Response:
         job = server.store.get(job_id)
         if job is None:
-            return _error(404, f"no job {job_id!r}")
-        return jsonify(job.to_api())
+            return _error(404, "no such job (it may have been deleted to make room)")
+        name = request.args.get("name")
+        return jsonify(server.job_api(job, name=display_name(name) if name else None))
+
+    @app.delete("/api/jobs/<job_id>")
+    def cancel_job(job_id: str) -> Response:
+        job = server.store.get(job_id)
+        if job is None:
+            return _error(404, "no such job")
+        if job.status.finished:
+            return _error(409, f"this job has finished ({job.status.value}); "
+                               "there is nothing to cancel")
+        server.worker.cancel(job_id)
+        job = server.store.get(job_id) or job
+        return jsonify(server.job_api(job))
 
     @app.get("/results/<job_id>/<name>")
     def result_file(job_id: str, name: str) -> Response:
         job = server.store.get(job_id)
-        download_name = job.download_name(name) if job is not None else None
+        stem = request.args.get("download")
+        download_name = (job.download_name(name, display_name(stem) if stem else None)
+                         if job is not None else None)
         if download_name is None:
             return _error(404, "no such result")
+        server.store.touch(job.id)
         return send_from_directory(server.store.job_dir(job.id), name,
-                                   as_attachment=request.args.get("download") is not None,
+                                   as_attachment=stem is not None,
                                    download_name=download_name, max_age=3600, conditional=True)
 
 
 def _build_app(server: DepthServer) -> Flask:
     app = Flask(__name__, static_folder=str(_STATIC), static_url_path="/static")
     app.request_class = type("Request", (_Request,), {"uploads_dir": server.store.uploads_dir})
-    app.config["MAX_CONTENT_LENGTH"] = server.config.max_upload_bytes + _FORM_SLACK_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = server.config.max_upload_bytes + FORM_SLACK_BYTES
+    app.config["MAX_FORM_PARTS"] = _MAX_FORM_PARTS
     app.json.sort_keys = False
     app.extensions["depthstream"] = server
-    _add_error_handlers(app, server)
+    _add_hooks(app, server)
     _add_job_routes(app, server)
     _add_live_routes(app, server)
     return app
 
 
 def create_app(
-    data_dir: str | os.PathLike,
+    data_dir: str | Path,
     estimator_factory: Callable[[], DepthEstimator],
     *,
     max_image_mb: float = 20,
@@ -313,29 +435,41 @@ def create_app(
     model_tag: str = "",
     live_source: Callable[[], Source] | None = None,
     live_settings: StreamSettings | None = None,
+    precision_factory: Callable[[str], DepthEstimator] | None = None,
     start: bool = True,
+    **limits: Any,
 ) -> Flask:
     """Build the Flask app; its state is ``app.extensions["depthstream"]`` (a DepthServer).
 
     Args:
         data_dir: folder for uploads and results (created if missing).
         estimator_factory: builds the :class:`DepthEstimator`; called once, on the
-            worker thread.
+            worker's thread.
         max_image_mb: largest picture upload, in MB (10**6 bytes).
         max_video_mb: largest video upload, in MB.
         model_tag: identifies weights and backend in the cache key.
         live_source: opens the camera or URL for ``/live`` (e.g.
             ``lambda: LiveSource.from_camera(0)``); ``None``: no live page.
         live_settings: smoothing and colours of the live stream.
+        precision_factory: builds an estimator of another precision, for jobs that
+            ask for one.
         start: start the worker now (builds the model).
+        **limits: more :class:`ServerConfig` fields (``max_image_mp``, ``token``,
+            ``max_data_bytes``, ``keep_s``, ``max_viewers``...).
 
     Raises:
         ConfigError: for limits that are not positive.
         StreamError: (``WeightsError``, ...) if the model cannot be built.
     """
-    config = ServerConfig(data_dir=Path(data_dir), max_image_bytes=int(max_image_mb * MB),
-                          max_video_bytes=int(max_video_mb * MB), model_tag=model_tag)
-    server = DepthServer(config, estimator_factory, live_source, live_settings)
+    config = ServerConfig(data_dir=Path(data_dir), max_image_bytes=int(max_image_mb * 1e6),
+                          max_video_bytes=int(max_video_mb * 1e6), model_tag=model_tag,
+                          **limits)
+    server = DepthServer(config, estimator_factory, live_source, live_settings,
+                         precision_factory)
     if start:
-        server.start()
+        try:
+            server.start()
+        except BaseException:
+            server.close()
+            raise
     return server.app

@@ -1,9 +1,10 @@
-"""Jobs: the web server's records (settings, job, limits) and the store that keeps them.
+"""Jobs: the web server's job records and the store that keeps them.
 
 Touches files: :class:`JobStore` creates ``<data_dir>/jobs`` and ``<data_dir>/uploads``,
-writes each job's ``meta.json`` (atomically, through :mod:`stream.files`), empties the
-uploads folder and reads the records back at start. Starts no threads; the store is
-safe to use from several.
+writes each job's ``meta.json`` (atomically, through :mod:`stream.files`), deletes a
+job's files when it is cancelled, fails or is evicted, empties the uploads folder and
+reads the records back at start. Starts no threads; the store is safe to use from
+several.
 
 Data folder layout: ``<data_dir>/jobs/<id>/{input, meta.json}`` plus the outputs listed
 in :data:`OUTPUTS`; ``<data_dir>/uploads/`` holds uploads in flight.
@@ -25,30 +26,31 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ..errors import ConfigError
 from ..files import write_json_atomic
-from ..settings import Layout, RenderSettings
+from ..settings import Layout, Precision, RenderSettings, parse_enum
 
 __all__ = [
-    "MB",
     "OUTPUTS",
     "JobStatus",
     "JobKind",
     "JobSettings",
     "Job",
-    "ServerConfig",
     "JobStore",
     "is_job_id",
+    "public_message",
 ]
 
 log = logging.getLogger(__name__)
 
-#: One megabyte as the size flags count it (10**6 bytes, as file managers show sizes).
-MB = 1_000_000
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _TRUE = ("1", "true", "on", "yes")
 _FALSE = ("", "0", "false", "off", "no")
+# An absolute path in a message: POSIX (/a/b) or Windows (C:\\a\\b); shown by its last part.
+_PATH = re.compile(r"(?<![\w./:])/(?:[^\s'\"/\\:]+/)*([^\s'\"/\\:]+)"
+                   r"|\b[A-Za-z]:\\(?:[^\s'\"/\\:]+\\)*([^\s'\"/\\:]+)")
 
 
 def is_job_id(value: object) -> bool:
@@ -56,13 +58,33 @@ def is_job_id(value: object) -> bool:
     return isinstance(value, str) and _JOB_ID.match(value) is not None
 
 
+def public_message(message: object) -> str:
+    """A message fit for a client: every absolute path replaced by its file name.
+
+    ``"cannot write /srv/data/jobs/<id>/result.mp4: No space"`` becomes
+    ``"cannot write result.mp4: No space"``; the server's folders never leave it, and a
+    job's ``input`` is called "the upload".
+    """
+    def shown(match: re.Match) -> str:
+        name = match.group(1) or match.group(2)
+        return "the upload" if name == "input" else name
+
+    return _PATH.sub(shown, str(message))
+
+
 class JobStatus(Enum):
-    """Where a job is: waiting in the queue, on the worker, finished, or failed."""
+    """Where a job is: waiting, on a worker, finished, failed, or cancelled by a client."""
 
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job will not change any more."""
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 class JobKind(Enum):
@@ -87,6 +109,11 @@ OUTPUTS: dict[JobKind, tuple[tuple[str, str, str], ...]] = {
 }
 
 
+def download_suffix(kind: JobKind, output: str) -> str | None:
+    """What a download of ``output`` ends with (``"_depth.png"``), or ``None``."""
+    return next((suffix for name, _, suffix in OUTPUTS[kind] if name == output), None)
+
+
 @dataclass(frozen=True)
 class JobSettings:
     """How a job renders its result (form fields of ``POST /api/jobs``).
@@ -95,30 +122,39 @@ class JobSettings:
         cmap: colormap, one of :data:`stream.settings.COLORMAP_NAMES`.
         invert: show near as dark instead of bright.
         layout: videos only: ``depth``, ``side`` (picture beside depth) or ``overlay``.
+        precision: the network's precision (``auto``, ``fp32``, ``int8``); ``None``:
+            the server's.
     """
 
     cmap: str = "inferno"
     invert: bool = False
     layout: Layout = Layout.DEPTH
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         # Checked where every run's rendering is checked (one list of colormaps, layouts).
         render = RenderSettings(layout=self.layout, cmap=self.cmap, invert=self.invert)
         object.__setattr__(self, "layout", render.layout)
+        if self.precision is not None:
+            object.__setattr__(self, "precision",
+                               parse_enum(Precision, self.precision, "precision").value)
 
     @classmethod
     def from_form(cls, form: Mapping[str, str]) -> JobSettings:
         """Settings from form fields; missing fields take their defaults.
 
         Raises:
-            ConfigError: an unknown colormap or layout, or ``invert`` that is not a flag.
+            ConfigError: an unknown colormap, layout or precision, or ``invert`` that is
+                not a flag.
         """
         invert = str(form.get("invert", "")).strip().lower()
         if invert not in _TRUE + _FALSE:
             raise ConfigError(f"invert must be true or false, got {invert!r}")
+        precision = str(form.get("precision") or "").strip().lower() or None
         return cls(cmap=str(form.get("cmap") or "inferno").strip().lower(),
                    invert=invert in _TRUE,
-                   layout=str(form.get("layout") or "depth").strip().lower())
+                   layout=str(form.get("layout") or "depth").strip().lower(),
+                   precision=precision)
 
     def for_kind(self, kind: JobKind) -> JobSettings:
         """Only the settings that change this kind's result (pictures have no layout)."""
@@ -126,7 +162,8 @@ class JobSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"cmap": self.cmap, "invert": self.invert, "layout": self.layout.value}
+        return {"cmap": self.cmap, "invert": self.invert, "layout": self.layout.value,
+                "precision": self.precision}
 
 
 @dataclass(frozen=True)
@@ -140,10 +177,12 @@ class Job:
         key: cache key: SHA-256 of the bytes, the settings and the model.
         name: display stem of the uploaded file name (never used for paths).
         size_bytes: upload size.
-        status: queued, running, done or failed.
+        status: queued, running, done, failed or cancelled.
         progress: 0..1.
-        error: a message the page shows when ``status`` is failed.
+        error: a message the page shows when ``status`` is failed (never a path).
         created_s: wall-clock time of the upload (``time.time()``, seconds since the epoch).
+        used_s: wall-clock time it was last uploaded, finished or downloaded (for
+            least-recently-used eviction).
         info: facts for the page: width, height, frames, inference_ms, elapsed_ms, lo, hi.
         outputs: files of the finished result in the job's folder.
     """
@@ -158,6 +197,7 @@ class Job:
     progress: float = 0.0
     error: str | None = None
     created_s: float = field(default_factory=time.time)
+    used_s: float = 0.0
     info: Mapping[str, Any] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()
 
@@ -166,6 +206,8 @@ class Job:
             raise ValueError(f"job id must be 32 lowercase hex digits, got {self.id!r}")
         if not 0.0 <= self.progress <= 1.0:
             raise ValueError(f"progress must be in [0, 1], got {self.progress}")
+        if not self.used_s:
+            object.__setattr__(self, "used_s", self.created_s)
 
     def to_dict(self) -> dict[str, Any]:
         """What ``meta.json`` keeps (enough to serve the job again after a restart)."""
@@ -173,7 +215,8 @@ class Job:
             "id": self.id, "kind": self.kind.value, "settings": self.settings.to_dict(),
             "key": self.key, "name": self.name, "size_bytes": self.size_bytes,
             "status": self.status.value, "progress": self.progress, "error": self.error,
-            "created_s": self.created_s, "info": dict(self.info), "outputs": list(self.outputs),
+            "created_s": self.created_s, "used_s": self.used_s, "info": dict(self.info),
+            "outputs": list(self.outputs),
         }
 
     @classmethod
@@ -187,69 +230,55 @@ class Job:
                    key=d["key"], name=d.get("name", "upload"), size_bytes=d.get("size_bytes", 0),
                    status=JobStatus(d["status"]), progress=float(d.get("progress", 0.0)),
                    error=d.get("error"), created_s=float(d.get("created_s", 0.0)),
-                   info=dict(d.get("info", {})), outputs=tuple(d.get("outputs", ())))
+                   used_s=float(d.get("used_s", 0.0)), info=dict(d.get("info", {})),
+                   outputs=tuple(d.get("outputs", ())))
 
-    def download_name(self, output: str) -> str | None:
-        """The name a finished output downloads as; ``None`` if it is not one of this job's."""
+    def download_name(self, output: str, name: str | None = None) -> str | None:
+        """The name a finished output downloads as; ``None`` if it is not one of this job's.
+
+        Args:
+            output: the output file (``result.png``).
+            name: the stem to use instead of the first uploader's (a cached hit's own).
+        """
         if self.status is not JobStatus.DONE or output not in self.outputs:
             return None
-        return next((self.name + suffix for name, _, suffix in OUTPUTS[self.kind]
-                     if name == output), None)
+        suffix = download_suffix(self.kind, output)
+        return None if suffix is None else (name or self.name) + suffix
 
-    def to_api(self, cached: bool = False) -> dict[str, Any]:
-        """The ``GET /api/jobs/<id>`` answer."""
+    def to_api(self, cached: bool = False, name: str | None = None,
+               position: int | None = None) -> dict[str, Any]:
+        """The ``GET /api/jobs/<id>`` answer.
+
+        Args:
+            cached: the upload was answered by an earlier identical one.
+            name: the display stem to name downloads after (default: the job's).
+            position: where a queued job waits (1: next).
+        """
+        name = name or self.name
         results = {}
         if self.status is JobStatus.DONE:
-            for name, label, suffix in OUTPUTS[self.kind]:
-                if name in self.outputs:
-                    results[name.replace(".", "_")] = {
-                        "url": f"/results/{self.id}/{name}", "label": label,
-                        "download": self.name + suffix,
+            for output, label, suffix in OUTPUTS[self.kind]:
+                if output in self.outputs:
+                    url = f"/results/{self.id}/{output}"
+                    results[output.replace(".", "_")] = {
+                        "url": url, "label": label, "download": name + suffix,
+                        "download_url": f"{url}?download={quote(name)}",
                     }
         return {
             "id": self.id, "status": self.status.value, "progress": round(self.progress, 4),
-            "kind": self.kind.value, "name": self.name, "settings": self.settings.to_dict(),
+            "position": position if self.status is JobStatus.QUEUED else None,
+            "kind": self.kind.value, "name": name, "settings": self.settings.to_dict(),
             "error": self.error, "cached": cached, "info": dict(self.info),
             "results": results, "status_url": f"/api/jobs/{self.id}",
         }
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """Where the server keeps its files and what it accepts.
-
-    Attributes:
-        data_dir: folder for jobs (created if missing).
-        max_image_bytes: largest picture upload.
-        max_video_bytes: largest video upload.
-        model_tag: identifies the weights and backend, so a cached result is only
-            reused for the same model.
-        max_queued: jobs waiting at most; more uploads are refused (busy).
-    """
-
-    data_dir: Path
-    max_image_bytes: int = 20 * MB
-    max_video_bytes: int = 500 * MB
-    model_tag: str = ""
-    max_queued: int = 64
-
-    def __post_init__(self) -> None:
-        if self.max_image_bytes <= 0 or self.max_video_bytes <= 0:
-            raise ConfigError("upload limits must be positive")
-        if self.max_queued < 1:
-            raise ConfigError(f"max_queued must be positive, got {self.max_queued}")
-
-    @property
-    def max_upload_bytes(self) -> int:
-        """The larger of the two limits: the most any upload may be."""
-        return max(self.max_image_bytes, self.max_video_bytes)
 
 
 class JobStore:
     """Jobs in memory, mirrored to ``<data_dir>/jobs/<id>/meta.json``; thread-safe.
 
     Finished jobs are loaded again at start; jobs a previous run left queued or running
-    are marked failed (their upload can simply be sent again).
+    are marked failed (their upload can simply be sent again), and a failed or
+    cancelled job keeps only its ``meta.json``.
     """
 
     def __init__(self, data_dir: str | os.PathLike) -> None:
@@ -275,11 +304,13 @@ class JobStore:
                 continue
             if job.id != meta.parent.name:
                 continue
-            if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            if not job.status.finished:
                 job = dataclasses.replace(job, status=JobStatus.FAILED,
                                           error="the server stopped before this job finished; "
                                                 "upload the file again")
                 self._save(job)
+            if job.status is not JobStatus.DONE:
+                self.clear_files(job.id)
             self._jobs[job.id] = job
             if job.status is JobStatus.DONE:
                 self._by_key[job.key] = job.id
@@ -299,6 +330,11 @@ class JobStore:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def jobs(self) -> list[Job]:
+        """Every job, as it is now."""
+        with self._lock:
+            return list(self._jobs.values())
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._jobs)
@@ -306,12 +342,15 @@ class JobStore:
     def add_or_get(self, key: str, make: Callable[[], Job]) -> tuple[Job, bool]:
         """The live job with this cache key (``(job, True)``), else ``(make(), False)`` added.
 
-        A failed job does not count: the same upload runs again. Atomic, so two identical
-        uploads at once make one job.
+        A failed or cancelled job does not count: the same upload runs again. Atomic, so
+        two identical uploads at once make one job.
         """
         with self._lock:
             found = self._jobs.get(self._by_key.get(key, ""))
-            if found is not None and found.status is not JobStatus.FAILED:
+            if found is not None and found.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+                found = None
+            if found is not None:
+                found = self._jobs[found.id] = dataclasses.replace(found, used_s=time.time())
                 return found, True
             job = make()
             self._jobs[job.id] = job
@@ -320,22 +359,50 @@ class JobStore:
             return job, False
 
     def update(self, job_id: str, **changes: Any) -> Job:
-        """Replace fields of a job; status changes are written to ``meta.json``."""
+        """Replace fields of a job; status changes are written to ``meta.json``.
+
+        Raises:
+            KeyError: no such job (it was evicted or removed).
+        """
         with self._lock:
             old = self._jobs[job_id]
+            if old.status.finished and changes.get("status", old.status) is not old.status:
+                return old  # finished is final: a late worker update loses to a cancel
+            if changes.get("status", old.status) is not old.status:
+                changes.setdefault("used_s", time.time())
             job = dataclasses.replace(old, **changes)
             self._jobs[job_id] = job
             if job.status is not old.status or "outputs" in changes:
                 self._save(job)
             return job
 
+    def touch(self, job_id: str) -> None:
+        """Mark a job used now (a download): it is evicted later."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                self._jobs[job_id] = dataclasses.replace(job, used_s=time.time())
+
     def remove(self, job_id: str) -> None:
-        """Forget a job that never ran, and delete its folder."""
+        """Forget a job and delete its folder."""
         with self._lock:
             job = self._jobs.pop(job_id, None)
             if job is not None and self._by_key.get(job.key) == job_id:
                 del self._by_key[job.key]
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    def clear_files(self, job_id: str) -> None:
+        """Delete every file of a job but its ``meta.json`` (partial or stale output)."""
+        folder = self.job_dir(job_id)
+        with contextlib.suppress(FileNotFoundError):
+            for path in folder.iterdir():
+                if path.name == "meta.json":
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
 
     def counts(self) -> dict[str, int]:
         """Number of jobs in each status."""

@@ -2,7 +2,9 @@
 
 Starts threads: the first viewer starts a :class:`stream.pipeline.Pipeline` (its own
 capture, inference and render threads), and the last one to leave starts a
-``threading.Timer`` that stops it after a grace period. Touches no files.
+``threading.Timer`` that stops it after a grace period. Touches no files. The number of
+viewers is capped; a viewer that stops reading is let go by the HTTP server's write
+timeout (:mod:`stream.web.httpd`), which closes its body.
 """
 
 from __future__ import annotations
@@ -26,13 +28,22 @@ from ..settings import Layout, StreamSettings, parse_enum
 from ..sinks import Sink, SinkContext
 from ..sources import Source
 
-__all__ = ["LiveStream", "LiveUnavailableError"]
+__all__ = ["LiveBusyError", "LiveStream", "LiveUnavailableError"]
 
 log = logging.getLogger(__name__)
 
 
 class LiveUnavailableError(StreamError):
     """The live view cannot start now: the camera or URL does not open, or the server stops."""
+
+
+class LiveBusyError(LiveUnavailableError):
+    """As many viewers as the server allows watch already."""
+
+
+# States of the shared pipeline; only the thread that moved it to STARTING or STOPPING
+# moves it on, outside the lock.
+_IDLE, _STARTING, _RUNNING, _STOPPING = "idle", "starting", "running", "stopping"
 
 
 class _HubSink(Sink):
@@ -92,6 +103,29 @@ class _Viewer:
             self._release()
 
 
+class _JpegCache:
+    """The latest frame as a JPEG, per layout: encoded once however many viewers want it."""
+
+    def __init__(self, settings: StreamSettings, quality: int) -> None:
+        self.settings = settings
+        self.quality = quality
+        self._lock = threading.Lock()
+        self._jpegs: dict[Layout, tuple[int, bytes]] = {}
+
+    def get(self, layout: Layout, seq: int, frame: DepthFrame) -> bytes:
+        with self._lock:
+            cached = self._jpegs.get(layout)
+            if cached is not None and cached[0] == seq:
+                return cached[1]
+            image = Renderer(layout, cmap=self.settings.cmap,
+                             invert=self.settings.invert).render(frame)
+            ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+            if not ok:
+                raise StreamError("cannot encode a live frame as JPEG")
+            self._jpegs[layout] = (seq, data.tobytes())
+            return self._jpegs[layout][1]
+
+
 class LiveStream:
     """One live pipeline shared by every viewer of ``/live/stream.mjpg``.
 
@@ -100,6 +134,10 @@ class LiveStream:
     camera costs nothing. Each frame is JPEG-encoded at most once per layout, however
     many viewers watch it; a slow viewer skips frames instead of holding others back.
 
+    The lock guards state only: the source is opened and the pipeline joined outside it
+    (a viewer that needs the pipeline meanwhile waits on the condition), so a slow
+    camera never holds up the status, the frames, or a running stream's viewers.
+
     Args:
         open_source: opens the camera or URL (a :class:`stream.sources.LiveSource`).
         estimator: gives the (shared) estimator when a pipeline starts.
@@ -107,6 +145,8 @@ class LiveStream:
         idle_s: how long the pipeline outlives its last viewer.
         jpeg_quality: JPEG quality of the stream, 1..100.
         frame_timeout_s: a viewer's stream ends when no frame came for this long.
+        max_viewers: viewers at once; more raise :class:`LiveBusyError`.
+        join_timeout_s: longest wait for a stopping pipeline's threads.
     """
 
     BOUNDARY = "depthframe"
@@ -114,18 +154,20 @@ class LiveStream:
     def __init__(self, open_source: Callable[[], Source],
                  estimator: Callable[[], DepthEstimator],
                  settings: StreamSettings | None = None, idle_s: float = 3.0,
-                 jpeg_quality: int = 80, frame_timeout_s: float = 15.0) -> None:
+                 jpeg_quality: int = 80, frame_timeout_s: float = 15.0,
+                 max_viewers: int = 8, join_timeout_s: float = 10.0) -> None:
         self._open_source = open_source
         self._estimator = estimator
         self.settings = settings or StreamSettings()
         self.idle_s = idle_s
-        self.jpeg_quality = int(jpeg_quality)
         self.frame_timeout_s = frame_timeout_s
-        self._lock = threading.RLock()  # pipeline start/stop and viewer count
-        self._cond = threading.Condition()  # new frames
+        self.max_viewers = int(max_viewers)
+        self.join_timeout_s = join_timeout_s
+        self._cond = threading.Condition(threading.Lock())  # state, viewers and frames
+        self._state = _IDLE
         self._pipeline: Pipeline | None = None
         self._generation = 0
-        self._running = False
+        self._alive = False  # frames flow: started and not ended by itself
         self._viewers = 0
         self._idle_timer: threading.Timer | None = None
         self._closed = False
@@ -133,8 +175,7 @@ class LiveStream:
         self._seq = 0
         self._arrivals: deque[float] = deque(maxlen=60)  # time.monotonic() of each frame
         self._dropped = 0
-        self._jpegs: dict[Layout, tuple[int, bytes]] = {}
-        self._encode_lock = threading.Lock()
+        self._jpegs = _JpegCache(self.settings, int(jpeg_quality))
         self.error: str | None = None
         self.pipelines_started = 0
         self.size_wh: tuple[int, int] | None = None
@@ -146,31 +187,56 @@ class LiveStream:
 
         Raises:
             ConfigError: ``layout`` is not a layout.
+            LiveBusyError: ``max_viewers`` watch already.
             LiveUnavailableError: the camera or URL cannot be opened, or the server is
                 stopping.
         """
         if not isinstance(layout, Layout):
             layout = str(layout).strip().lower()
         layout = parse_enum(Layout, layout, "layout")
-        self._acquire()
-        return _Viewer(lambda last_seq: self.next_part(layout, last_seq), self._release)
-
-    def _acquire(self) -> None:
-        with self._lock:
+        with self._cond:
             if self._closed:
                 raise LiveUnavailableError("the server is stopping")
+            if self._viewers >= self.max_viewers:
+                raise LiveBusyError(f"{self.max_viewers} viewers watch already; "
+                                    "try again later")
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
                 self._idle_timer = None
-            if not self._running:
-                try:
-                    self._start_pipeline()
-                except StreamError as exc:
-                    raise LiveUnavailableError(str(exc)) from exc
             self._viewers += 1
+        try:
+            self._ensure_running()
+        except BaseException:
+            self._release()
+            raise
+        return _Viewer(lambda last_seq: self.next_part(layout, last_seq), self._release)
+
+    def _ensure_running(self) -> None:
+        """Start the pipeline unless it runs; wait while another viewer starts or stops it."""
+        while True:
+            with self._cond:
+                if self._closed:
+                    raise LiveUnavailableError("the server is stopping")
+                if self._state == _RUNNING and self._alive:
+                    return
+                if self._state in (_STARTING, _STOPPING):
+                    self._cond.wait(0.5)
+                    continue
+                if self._state == _RUNNING:  # it ended by itself: join it, then start anew
+                    stopping = self._take_pipeline()
+                else:
+                    stopping = None
+                    self._state = _STARTING
+                    self._generation += 1
+                    generation = self._generation
+            if stopping is not None:
+                self._join(stopping)
+                continue
+            self._start(generation)
+            return
 
     def _release(self) -> None:
-        with self._lock:
+        with self._cond:
             self._viewers -= 1
             if self._viewers == 0 and not self._closed:
                 timer = threading.Timer(self.idle_s, self._stop_if_idle)
@@ -179,16 +245,18 @@ class LiveStream:
                 timer.start()
 
     def _stop_if_idle(self) -> None:
-        with self._lock:
-            if self._viewers == 0:
-                self._stop_pipeline()
+        with self._cond:
+            if self._viewers != 0 or self._state != _RUNNING:
+                return
+            pipeline = self._take_pipeline()
+        self._join(pipeline)
 
     def next_part(self, layout: Layout, last_seq: int) -> tuple[int, bytes] | None:
         """The next frame after ``last_seq`` as an MJPEG part, or ``None`` at the end."""
         deadline = time.monotonic() + self.frame_timeout_s
         with self._cond:
             while True:
-                if self._closed or not self._running:
+                if self._closed or not self._alive:
                     return None
                 if self._seq != last_seq and self._latest is not None:
                     seq, frame = self._seq, self._latest
@@ -197,62 +265,66 @@ class LiveStream:
                 if remaining <= 0:
                     return None
                 self._cond.wait(min(remaining, 0.5))
-        jpeg = self._jpeg(layout, seq, frame)
+        jpeg = self._jpegs.get(layout, seq, frame)
         head = (f"--{self.BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                 f"Content-Length: {len(jpeg)}\r\n\r\n").encode()
         return seq, head + jpeg + b"\r\n"
 
-    def _jpeg(self, layout: Layout, seq: int, frame: DepthFrame) -> bytes:
-        with self._encode_lock:
-            cached = self._jpegs.get(layout)
-            if cached is not None and cached[0] == seq:
-                return cached[1]
-            image = Renderer(layout, cmap=self.settings.cmap,
-                             invert=self.settings.invert).render(frame)
-            ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-            if not ok:
-                raise StreamError("cannot encode a live frame as JPEG")
-            self._jpegs[layout] = (seq, data.tobytes())
-            return self._jpegs[layout][1]
+    # -- pipeline (opened, started and joined outside the lock) -----------------
 
-    # -- pipeline --------------------------------------------------------------
-
-    def _start_pipeline(self) -> None:
-        self._stop_pipeline()  # join what ended by itself (a stream that stopped)
-        estimator = self._estimator()  # before the camera: no model, nothing to open
-        self._generation += 1
-        generation = self._generation
+    def _start(self, generation: int) -> None:
+        """Open the source and start a pipeline; the state is STARTING until it returns."""
         sink = _HubSink(lambda frame, dropped: self._on_frame(frame, generation, dropped),
                         lambda: self._on_end(generation))
-        try:  # the builder closes the source and the sink if it fails
+        try:
+            estimator = self._estimator()  # before the camera: no model, nothing to open
+            # the builder closes the source and the sink if it fails
             pipeline = build_live(self._open_source(), self.settings, estimator=estimator,
                                   extra_sinks=[sink])
+            pipeline.start()
         except StreamError as exc:  # goes to the viewer and to the status
-            self.error = str(exc)
-            raise
+            with self._cond:
+                self.error = str(exc)
+                self._state = _IDLE
+                self._cond.notify_all()
+            raise LiveUnavailableError(str(exc)) from exc
         with self._cond:
+            self._pipeline = pipeline
             self._latest, self._seq = None, self._seq + 1
             self._arrivals.clear()
-            self._running = True
-        self.error = None
-        self.size_wh = pipeline.source.info.size_wh
-        self._pipeline = pipeline.start()
-        self.pipelines_started += 1
-
-    def _stop_pipeline(self) -> None:
-        pipeline, self._pipeline = self._pipeline, None
-        with self._cond:
-            self._running = False
-            self._generation += 1  # what the stopped pipeline still sends is ignored
+            self._alive = True
+            self._state = _RUNNING
+            self.error = None
+            self.size_wh = pipeline.source.info.size_wh
+            self.pipelines_started += 1
             self._cond.notify_all()
-        if pipeline is None:
-            return
-        pipeline.stop()
+            closed = self._closed
+            stopping = self._take_pipeline() if closed else None
+        if stopping is not None:  # close() came while the camera opened
+            self._join(stopping)
+            raise LiveUnavailableError("the server is stopping")
+
+    def _take_pipeline(self) -> Pipeline | None:
+        """Under the lock: detach the pipeline (STOPPING); its late frames are ignored."""
+        pipeline, self._pipeline, self._state, self._alive = self._pipeline, None, _STOPPING, False
+        self._generation += 1
+        self._arrivals.clear()
+        self._cond.notify_all()
+        return pipeline
+
+    def _join(self, pipeline: Pipeline | None) -> None:
+        """Outside the lock: stop and join a detached pipeline, then IDLE."""
         try:
-            pipeline.join(10.0)
+            if pipeline is not None:
+                pipeline.stop()
+                pipeline.join(self.join_timeout_s)
         except StreamError as exc:
             self.error = str(exc)
             log.warning("live stream stopped: %s", exc)
+        finally:
+            with self._cond:
+                self._state = _IDLE
+                self._cond.notify_all()
 
     def _on_frame(self, frame: DepthFrame, generation: int, dropped: int) -> None:
         with self._cond:
@@ -267,35 +339,39 @@ class LiveStream:
     def _on_end(self, generation: int) -> None:
         with self._cond:
             if generation == self._generation:
-                self._running = False
-                if self.error is None:
-                    self.error = "the live source stopped sending frames"
+                self._alive = False
+                self._arrivals.clear()
+                self.error = self.error or "the live source stopped sending frames"
                 self._cond.notify_all()
 
     # -- status ----------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """``running``, ``viewers``, ``fps`` (last 2 s), ``inference_ms``, ``error``..."""
+        """``running``, ``viewers``, ``fps`` (last 2 s; 0 when stopped), ``error``..."""
         now = time.monotonic()
         with self._cond:
-            recent = [t for t in self._arrivals if now - t <= 2.0]
+            running = self._alive
+            recent = [t for t in self._arrivals if now - t <= 2.0] if running else []
             fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 else 0.0
             frame = self._latest
-            running = self._running
-            dropped = self._dropped
+            dropped, viewers, error = self._dropped, self._viewers, self.error
         return {
-            "running": running, "viewers": self._viewers, "fps": round(fps, 2),
+            "running": running, "viewers": viewers, "max_viewers": self.max_viewers,
+            "fps": round(fps, 2),
             "inference_ms": round(frame.inference_ms, 1) if frame is not None else None,
             "latency_ms": round((now - frame.captured) * 1000.0, 1)
             if frame is not None and running else None,
             "size_wh": list(self.size_wh) if self.size_wh else None,
-            "dropped": dropped, "error": None if running else self.error,
+            "dropped": dropped, "error": None if running else error,
         }
 
     def close(self) -> None:
         """Stop the pipeline and end every viewer's stream (safe to call twice)."""
-        with self._lock:
+        with self._cond:
             self._closed = True
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
-            self._stop_pipeline()
+            pipeline = self._take_pipeline() if self._state == _RUNNING else None
+            self._cond.notify_all()
+        if pipeline is not None:
+            self._join(pipeline)

@@ -1,20 +1,27 @@
-"""Worker: the thread that owns the web server's model and runs its jobs, one at a time.
+"""Worker: the threads that own the web server's model and run its jobs, in two lanes.
 
-Starts threads: :meth:`JobWorker.start` starts the worker thread (``depthstream-jobs``),
-and each video job runs a conversion whose pipeline starts its own threads (joined
-before the job ends). Touches files: a job reads its ``input`` and writes its outputs
-(pictures, video, raw depth, ``depth16.zip``) in its folder.
+Starts threads: :meth:`JobWorker.start` starts one thread per lane
+(``depthstream-jobs-picture``, ``depthstream-jobs-video``), and each video job runs a
+conversion whose pipeline starts its own threads (joined before the job ends). Touches
+files: a job reads its ``input`` and writes its outputs (pictures, video, raw depth,
+``depth16.zip``) in its folder; a cancelled or failed job's files are deleted at once,
+and a finished job's ``input``.
+
+Pictures and videos wait in separate lanes, each run by its own thread, so a picture
+never waits behind a long video: the two lanes share the network frame by frame
+(:class:`~stream.inference.SharedEstimator`), as the live view does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-import queue
 import shutil
 import threading
 import time
 import zipfile
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,54 +36,101 @@ from ..settings import RawFormat, StreamSettings
 from ..sinks import write_depth_raw, write_image
 from ..sources import read_image
 from ..transforms import to_rgb
-from .jobs import Job, JobKind, JobStatus, JobStore
+from .config import ServerConfig
+from .jobs import Job, JobKind, JobStatus, JobStore, public_message
 
-__all__ = ["JobWorker", "QueueFullError"]
+__all__ = ["CANCELLED", "STOPPED", "JobWorker", "QueueFullError"]
 
 log = logging.getLogger(__name__)
+
+#: Why a running job was stopped: a client cancelled it, or the server stops.
+CANCELLED = "cancelled"
+STOPPED = "server stopped"
+_STOPPED_MESSAGE = "server stopped before this job finished; upload the file again"
+_IDLE_CALL_S = 60.0
 
 
 class QueueFullError(StreamError):
     """The job queue is full: the upload is refused for now (sending it later works)."""
 
 
-class JobWorker:
-    """The one thread that owns the estimator and runs jobs, one at a time, in order.
+class _Stopped(Exception):
+    """A running job noticed its stop event between two steps."""
 
-    The estimator is built on the worker thread by ``estimator_factory`` and shared as a
-    :class:`~stream.inference.SharedEstimator` (:attr:`estimator`), which owns the lock
-    that makes the live stream and the jobs take turns on the network, frame by frame.
-    :meth:`start` waits for it and re-raises its error.
+
+@dataclasses.dataclass
+class _Run:
+    """A running job's controls: its stop event, why it was set, and when it ended."""
+
+    job_id: str
+    stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    reason: str | None = None
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def halt(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.stop.set()
+
+    def check(self) -> None:
+        if self.stop.is_set():
+            raise _Stopped
+
+
+class JobWorker:
+    """Two lanes of waiting jobs (pictures, videos), each run by its own thread, in order.
+
+    The estimator is built on the picture lane's thread by ``estimator_factory`` and
+    shared as a :class:`~stream.inference.SharedEstimator` (:attr:`estimator`), which
+    owns the lock that makes the lanes and the live stream take turns on the network,
+    frame by frame. :meth:`start` waits for it and re-raises its error. A job that asks
+    for another precision gets an estimator of its own from ``precision_factory``,
+    built on first use.
 
     Args:
         store: where jobs are read and updated.
-        estimator_factory: builds the estimator, once, on the worker thread.
-        max_queued: jobs waiting at most; :meth:`submit` refuses more.
+        estimator_factory: builds the estimator, once, on the picture lane's thread.
+        config: queue length, video limits, the server's precision.
+        precision_factory: builds an estimator of another precision; ``None``: jobs
+            can only use the server's.
+        on_idle: called after each job and once a minute when idle (retention).
     """
 
     def __init__(self, store: JobStore, estimator_factory: Callable[[], DepthEstimator],
-                 max_queued: int = 64) -> None:
+                 config: ServerConfig,
+                 precision_factory: Callable[[str], DepthEstimator] | None = None,
+                 on_idle: Callable[[], None] | None = None) -> None:
         self.store = store
+        self.config = config
         self._factory = estimator_factory
-        self._queue: queue.Queue[str] = queue.Queue(maxsize=max_queued)
-        self._stop = threading.Event()
-        # Per video job: the pipeline sets its event on its own failures too, which
-        # must end that job, not the worker.
-        self._job_stop = threading.Event()
+        self._precision_factory = precision_factory
+        self._on_idle = on_idle or (lambda: None)
+        self._cond = threading.Condition()
+        self._waiting: dict[JobKind, deque[str]] = {kind: deque() for kind in JobKind}
+        self._running: dict[str, _Run] = {}
+        self._stopping = False
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: dict[JobKind, threading.Thread] = {}
+        self._estimators: dict[str, SharedEstimator] = {}
+        self._build_lock = threading.Lock()
         self.estimator: SharedEstimator | None = None
         self.jobs_run = 0
 
+    # -- lifecycle -------------------------------------------------------------
+
     def start(self, timeout_s: float = 300.0) -> JobWorker:
-        """Start the thread and wait until the model is built.
+        """Start the lanes and wait until the model is built.
 
         Raises:
             StreamError: (e.g. ``WeightsError``, ``ConfigError``) if building it failed.
         """
-        self._thread = threading.Thread(target=self._run, name="depthstream-jobs", daemon=True)
-        self._thread.start()
+        for kind in (JobKind.VIDEO, JobKind.PICTURE):
+            self._threads[kind] = threading.Thread(
+                target=self._lane, args=(kind,), name=f"depthstream-jobs-{kind.value}",
+                daemon=True)
+        for thread in self._threads.values():
+            thread.start()
         if not self._ready.wait(timeout_s):
             self.stop()
             raise StreamError(f"the model was not ready after {timeout_s:g} s")
@@ -85,31 +139,25 @@ class JobWorker:
             raise self._error
         return self
 
-    def submit(self, job_id: str) -> None:
-        """Queue a job.
-
-        Raises:
-            QueueFullError: the queue is full.
-        """
-        try:
-            self._queue.put_nowait(job_id)
-        except queue.Full:
-            raise QueueFullError("the server is busy; try again in a minute") from None
-
-    @property
-    def queued(self) -> int:
-        """Jobs waiting (not counting the running one)."""
-        return self._queue.qsize()
-
-    def stop(self) -> None:
-        """Ask the thread to end; a running video job stops early (and fails)."""
-        self._stop.set()
-        self._job_stop.set()
+    def stop(self, reason: str = STOPPED) -> None:
+        """End the lanes: waiting jobs fail, running ones stop early (and fail)."""
+        with self._cond:
+            self._stopping = True
+            waiting = [job_id for lane in self._waiting.values() for job_id in lane]
+            for lane in self._waiting.values():
+                lane.clear()
+            for run in self._running.values():
+                run.halt(reason)
+            self._cond.notify_all()
+        for job_id in waiting:
+            self._finish(job_id, JobStatus.FAILED, _STOPPED_MESSAGE)
 
     def join(self, timeout_s: float | None = 10.0) -> None:
-        """Wait for the thread to end."""
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout_s)
+        """Wait for the lanes to end (``timeout_s`` in all)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for thread in self._threads.values():
+            if thread is not threading.current_thread():
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         """Stop and join (safe to call twice)."""
@@ -122,105 +170,234 @@ class JobWorker:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _run(self) -> None:
-        try:
-            estimator = SharedEstimator(self._factory())
-        except BaseException as exc:  # noqa: BLE001 - handed to start(), which re-raises
-            self._error = exc
-            self._ready.set()
-            return
-        self.estimator = estimator
-        self._ready.set()
-        try:
-            while not self._stop.is_set():
-                try:
-                    job_id = self._queue.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                self._run_job(job_id)
-        finally:
-            estimator.close()
+    # -- jobs ------------------------------------------------------------------
 
-    def _run_job(self, job_id: str) -> None:
-        job = self.store.get(job_id)
-        if job is None:
-            return
-        start = time.perf_counter()
-        self.store.update(job_id, status=JobStatus.RUNNING, progress=0.0)
-        try:
-            if job.kind is JobKind.PICTURE:
-                info, outputs = self._run_picture(job)
+    def submit(self, job: Job) -> None:
+        """Queue a job in its lane.
+
+        Raises:
+            QueueFullError: its lane is full, or the server is stopping.
+        """
+        with self._cond:
+            lane = self._waiting[job.kind]
+            if self._stopping:
+                raise QueueFullError("the server is stopping")
+            if len(lane) >= self.config.max_queued:
+                raise QueueFullError("the server is busy; try again in a minute")
+            lane.append(job.id)
+            self._cond.notify_all()
+
+    def position(self, job_id: str) -> int | None:
+        """Where a waiting job is in its lane (1: next), or ``None``."""
+        with self._cond:
+            for lane in self._waiting.values():
+                if job_id in lane:
+                    return list(lane).index(job_id) + 1
+        return None
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting in both lanes (not counting running ones)."""
+        with self._cond:
+            return sum(len(lane) for lane in self._waiting.values())
+
+    def cancel(self, job_id: str, timeout_s: float = 5.0) -> bool:
+        """Cancel a waiting or running job; wait until a running one has stopped.
+
+        Returns:
+            ``False`` if the job was neither waiting nor running.
+        """
+        with self._cond:
+            run = self._running.get(job_id)
+            lane = next((lane for lane in self._waiting.values() if job_id in lane), None)
+            if lane is not None:
+                lane.remove(job_id)
+            elif run is not None:
+                run.halt(CANCELLED)
             else:
-                info, outputs = self._run_video(job)
-        except StreamError as exc:
-            self.store.update(job_id, status=JobStatus.FAILED, error=str(exc))
-        except Exception as exc:  # a bug must not kill the worker; the page says what
-            log.exception("job %s failed", job_id)
-            self.store.update(job_id, status=JobStatus.FAILED,
-                              error=f"internal error ({type(exc).__name__}: {exc})")
+                return False
+        if run is None:
+            self._finish(job_id, JobStatus.CANCELLED, "cancelled")
+        else:
+            run.done.wait(timeout_s)
+        return True
+
+    # -- lanes -----------------------------------------------------------------
+
+    def _lane(self, kind: JobKind) -> None:
+        if kind is JobKind.PICTURE:
+            try:
+                self.estimator = self._estimators[self.config.precision] = \
+                    SharedEstimator(self._factory())
+            except BaseException as exc:  # noqa: BLE001 - handed to start(), which re-raises
+                self._error = exc
+            finally:
+                self._ready.set()
+        else:
+            self._ready.wait()
+        try:
+            if self._error is None:
+                self._serve_lane(kind)
+        finally:
+            if kind is JobKind.PICTURE:  # its thread built the model: it closes it, last
+                self._threads[JobKind.VIDEO].join()
+                for estimator in self._estimators.values():
+                    estimator.close()
+
+    def _serve_lane(self, kind: JobKind) -> None:
+        last_idle = time.monotonic()
+        while True:
+            with self._cond:
+                while not self._stopping and not self._waiting[kind]:
+                    if time.monotonic() - last_idle > _IDLE_CALL_S and kind is JobKind.PICTURE:
+                        break
+                    self._cond.wait(1.0)
+                if self._stopping:
+                    return
+                run = None
+                if self._waiting[kind]:
+                    run = _Run(self._waiting[kind].popleft())
+                    self._running[run.job_id] = run
+            if run is not None:
+                try:
+                    self._run_job(run)
+                finally:
+                    with self._cond:
+                        self._running.pop(run.job_id, None)
+                    run.done.set()
+            last_idle = time.monotonic()
+            try:
+                self._on_idle()
+            except Exception:  # retention must never end a lane
+                log.exception("after-job housekeeping failed")
+
+    def _estimator_for(self, precision: str | None) -> SharedEstimator:
+        precision = precision or self.config.precision
+        with self._build_lock:
+            if precision not in self._estimators:
+                if self._precision_factory is None:
+                    raise StreamError(f"this server runs {self.config.precision} only")
+                self._estimators[precision] = SharedEstimator(self._precision_factory(precision))
+            return self._estimators[precision]
+
+    def _run_job(self, run: _Run) -> None:
+        start = time.perf_counter()
+        try:
+            job = self.store.update(run.job_id, status=JobStatus.RUNNING, progress=0.0)
+        except KeyError:  # removed while it waited
+            return
+        try:
+            estimator = self._estimator_for(job.settings.precision)
+            if job.kind is JobKind.PICTURE:
+                info, outputs = _run_picture(self.store, job, estimator, run)
+            else:
+                info, outputs = _run_video(self.store, job, estimator, run,
+                                           self.config.max_video_frames)
+            run.check()
+        except Exception as exc:  # _Stopped, StreamError, or a bug
+            self._failed(run, exc)
         else:
             info = {**job.info, **info,
                     "elapsed_ms": round((time.perf_counter() - start) * 1000.0, 1)}
-            self.store.update(job_id, status=JobStatus.DONE, progress=1.0, info=info,
-                              outputs=tuple(outputs))
+            with contextlib.suppress(KeyError):
+                self.store.update(job.id, status=JobStatus.DONE, progress=1.0, info=info,
+                                  outputs=tuple(outputs))
+            with contextlib.suppress(OSError):
+                (self.store.job_dir(job.id) / "input").unlink()
         finally:
             self.jobs_run += 1
 
-    def _progress(self, job_id: str, value: float) -> None:
-        self.store.update(job_id, progress=min(1.0, max(0.0, float(value))))
+    def _failed(self, run: _Run, exc: BaseException) -> None:
+        if not isinstance(exc, (StreamError, _Stopped)) and not run.stop.is_set():
+            # a bug must not kill the lane; the page says what, the log says where
+            log.error("job %s failed", run.job_id, exc_info=exc)
+        self._finish(run.job_id, *_outcome(run, exc))
 
-    def _run_picture(self, job: Job) -> tuple[dict[str, Any], list[str]]:
-        folder = self.store.job_dir(job.id)
-        bgr = read_image(folder / "input")
-        self._progress(job.id, 0.1)
-        depth, ms = self.estimator.predict(to_rgb(bgr, "bgr"))
-        self._progress(job.id, 0.8)
-        lo, hi = minmax(depth)
-        settings = PictureSettings(cmap=job.settings.cmap, invert=job.settings.invert)
-        write_image(folder / "result.png", render_picture(bgr, depth, settings))
-        write_image(folder / "side.png",
-                    render_picture(bgr, depth, dataclasses.replace(settings, side=True)))
-        write_depth_raw(folder / "depth16", depth, lo, hi, npy=True)
-        info = {"width": bgr.shape[1], "height": bgr.shape[0], "inference_ms": round(ms, 1),
-                "lo": lo, "hi": hi}
-        return info, ["result.png", "side.png", "depth16.png", "depth16.npy"]
-
-    def _run_video(self, job: Job) -> tuple[dict[str, Any], list[str]]:
-        folder = self.store.job_dir(job.id)
-        raw = folder / "depth16"
-        shutil.rmtree(raw, ignore_errors=True)  # what an interrupted run left
-        expected = job.info.get("frames") or round((job.info.get("duration_s") or 0)
-                                                   * (job.info.get("fps") or 0))
-
-        def progress(done: int, total: int | None) -> None:
-            total = total or expected
-            if total:  # the last few percent are the encoder's flush and the zip
-                self._progress(job.id, 0.97 * min(done / total, 1.0))
-
-        self._job_stop = threading.Event()
-        if self._stop.is_set():
-            self._job_stop.set()
-        settings = StreamSettings(layout=job.settings.layout, cmap=job.settings.cmap,
-                                  invert=job.settings.invert, raw_dir=raw,
-                                  raw_format=RawFormat.PNG, overwrite=True)
-        stats = convert(folder / "input", folder / "result.mp4", settings,
-                        estimator=self.estimator, progress=progress, stop_event=self._job_stop)
-        if stats.interrupted:
-            raise StreamError("the server stopped before this video was finished; "
-                              "upload it again")
-        if stats.frames_written == 0:
-            raise SourceError("no frame of this video could be decoded")
-        _zip_folder(raw, folder / "depth16.zip")
-        shutil.rmtree(raw, ignore_errors=True)
-        info = {"frames": stats.frames_written, "inference_ms": round(stats.inference_ms_mean, 1),
-                "fps_processed": round(stats.fps, 2)}
-        if stats.warnings:
-            info["warnings"] = list(stats.warnings)
-        return info, ["result.mp4", "depth16.zip"]
+    def _finish(self, job_id: str, status: JobStatus, error: str) -> None:
+        """End a job that did not succeed: its files go at once, its record stays."""
+        try:
+            job = self.store.update(job_id, status=status, error=error)
+        except KeyError:  # evicted meanwhile
+            return
+        if job.status is status:  # not a job that had already finished
+            self.store.clear_files(job_id)
 
 
-def _zip_folder(folder: Path, target: Path) -> None:
+def _outcome(run: _Run, exc: BaseException) -> tuple[JobStatus, str]:
+    """The status and message of a job that did not succeed."""
+    reason = run.reason if run.stop.is_set() else None
+    if reason == CANCELLED:
+        return JobStatus.CANCELLED, "cancelled"
+    if reason == STOPPED:
+        return JobStatus.FAILED, _STOPPED_MESSAGE
+    if reason:  # a limit the header did not show
+        return JobStatus.FAILED, reason
+    if isinstance(exc, StreamError):
+        return JobStatus.FAILED, public_message(exc)
+    if isinstance(exc, _Stopped):
+        return JobStatus.FAILED, "the job stopped early"
+    return JobStatus.FAILED, f"internal error ({type(exc).__name__}); see the server's log"
+
+
+def _run_video(store: JobStore, job: Job, estimator: DepthEstimator, run: _Run,
+               max_frames: int) -> tuple[dict[str, Any], list[str]]:
+    """Depth video (MP4, with the input's sound) and raw depth (16-bit PNGs in a zip)."""
+    folder = store.job_dir(job.id)
+    raw = folder / "depth16"
+    expected = job.info.get("frames") or round((job.info.get("duration_s") or 0)
+                                               * (job.info.get("fps") or 0))
+
+    def progress(done: int, total: int | None) -> None:
+        if done > max_frames:  # the header said less (or nothing): stop, and say why
+            run.halt(f"videos may have up to {max_frames} frames; this one has more")
+        total = total or expected
+        if total:  # the last few percent are the encoder's flush and the zip
+            with contextlib.suppress(KeyError):
+                store.update(job.id, progress=0.97 * min(done / total, 1.0))
+
+    settings = StreamSettings(layout=job.settings.layout, cmap=job.settings.cmap,
+                              invert=job.settings.invert, raw_dir=raw,
+                              raw_format=RawFormat.PNG, overwrite=True)
+    stats = convert(folder / "input", folder / "result.mp4", settings,
+                    estimator=estimator, progress=progress, stop_event=run.stop)
+    run.check()
+    if stats.frames_written == 0:
+        raise SourceError("no frame of this video could be decoded")
+    _zip_folder(raw, folder / "depth16.zip", run)
+    shutil.rmtree(raw, ignore_errors=True)
+    info = {"frames": stats.frames_written, "inference_ms": round(stats.inference_ms_mean, 1),
+            "fps_processed": round(stats.fps, 2)}
+    if stats.warnings:
+        info["warnings"] = [public_message(w) for w in stats.warnings]
+    return info, ["result.mp4", "depth16.zip"]
+
+
+def _run_picture(store: JobStore, job: Job, estimator: DepthEstimator, run: _Run
+                 ) -> tuple[dict[str, Any], list[str]]:
+    """Depth of one picture: colour, side by side, 16-bit PNG and float32 ``.npy``."""
+    folder = store.job_dir(job.id)
+    bgr = read_image(folder / "input")
+    run.check()
+    store.update(job.id, progress=0.1)
+    depth, ms = estimator.predict(to_rgb(bgr, "bgr"))
+    run.check()
+    store.update(job.id, progress=0.8)
+    lo, hi = minmax(depth)
+    settings = PictureSettings(cmap=job.settings.cmap, invert=job.settings.invert)
+    write_image(folder / "result.png", render_picture(bgr, depth, settings))
+    run.check()
+    write_image(folder / "side.png",
+                render_picture(bgr, depth, dataclasses.replace(settings, side=True)))
+    run.check()
+    write_depth_raw(folder / "depth16", depth, lo, hi, npy=True)
+    info = {"width": bgr.shape[1], "height": bgr.shape[0], "inference_ms": round(ms, 1),
+            "lo": lo, "hi": hi}
+    return info, ["result.png", "side.png", "depth16.png", "depth16.npy"]
+
+
+def _zip_folder(folder: Path, target: Path, run: _Run) -> None:
     """Store every file of ``folder`` in a zip (PNGs are compressed already), atomically."""
     with atomic_open(target, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
         for path in sorted(folder.iterdir()):
+            run.check()  # a cancel during a long zip ends it (the part file is discarded)
             zf.write(path, path.name)

@@ -1,0 +1,308 @@
+"""HTTP server: the web app on waitress, with write timeouts, early refusals and a clean stop.
+
+Starts threads: waitress's worker threads (``waitress-*``, one per request in progress)
+and, on :meth:`HttpServer.serve_forever`'s way out, one that stops the app
+(``depthstream-stop``) while the loop still sends the last answers. The accept loop
+runs on the caller's thread. Touches no files itself (waitress keeps request bodies
+over 512 KB in temporary files until the app has read them).
+
+What Werkzeug's development server lacked, and how it is done here:
+
+* **Write timeout.** A client that accepts no bytes for ``write_timeout_s`` is
+  disconnected: its thread is freed and a live viewer's body is closed (so the camera
+  stops when nobody reads). Idle and stalled connections close after the same time.
+* **Refusals before the body.** A request with a body is checked on its headers alone:
+  no token (401), over the size limit (413), or more large uploads in flight than
+  ``max_uploads`` (503 with ``Retry-After``) is answered before a byte of the body is
+  read or buffered. The answers are JSON, as the app's.
+* **A clean stop.** :meth:`HttpServer.request_stop` (signal-safe) ends the loop: the
+  listening socket closes first, then the app stops (running jobs fail, live streams
+  end) while answers in flight are sent, then the threads are given what is left of
+  ``stop_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
+from waitress.server import BaseWSGIServer, create_server
+from waitress.utilities import Error
+from waitress.utilities import RequestEntityTooLarge as _WaitressTooLarge
+
+from ..errors import SinkError
+from .app import FORM_SLACK_BYTES, DepthServer
+from .auth import request_has_token
+from .uploads import too_large_message
+
+__all__ = ["HttpServer"]
+
+log = logging.getLogger(__name__)
+
+#: Bodies up to this size are not counted as uploads in flight (they cost little).
+SMALL_BODY_BYTES = 1 << 20
+#: A refused body up to this size is read and dropped before the answer, so a client
+#: that sends before it reads (a browser, ``http.client``) sees the answer, not a reset.
+DISCARD_MAX_BYTES = 64 << 20
+_OUTBUF_HIGH_BYTES = 1 << 20  # a client's unsent bytes before its thread waits for it
+_RETRY_AFTER_S = 5
+
+
+class _JsonError(Error):
+    """An answer waitress sends itself (before the app), as JSON like the app's errors."""
+
+    def __init__(self, code: int, reason: str, message: str,
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.headers = code, reason, headers
+
+    def to_response(self, ident: str | None = None) -> tuple[str, list, bytes]:
+        body = json.dumps({"error": self.body, "status": self.code}).encode()
+        headers = [("Content-Type", "application/json"), *self.headers]
+        return f"{self.code} {self.reason}", headers, body
+
+
+class _Slots:
+    """Counts large uploads in flight; :meth:`take` gives a release callable or ``None``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.taken = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> Callable[[], None] | None:
+        with self._lock:
+            if self.taken >= self.limit:
+                return None
+            self.taken += 1
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                with self._lock:
+                    self.taken -= 1
+
+        return release
+
+
+class _Discard:
+    """A body receiver that drops what it gets (of a request already refused)."""
+
+    error = None
+
+    def __init__(self, length: int) -> None:
+        self.remaining = length
+        self.completed = length == 0
+
+    def received(self, data: bytes) -> int:
+        n = min(len(data), self.remaining)
+        self.remaining -= n
+        self.completed = self.remaining == 0
+        return n
+
+    def getbuf(self) -> io.BytesIO:
+        return io.BytesIO()
+
+    def getfile(self) -> io.BytesIO:
+        return io.BytesIO()
+
+    def __len__(self) -> int:
+        return 0
+
+
+class _Gate:
+    """What a request's headers decide before its body is read."""
+
+    def __init__(self, server: DepthServer) -> None:
+        self.config = server.config
+        self.max_body = server.config.max_upload_bytes + FORM_SLACK_BYTES
+        self.slots = _Slots(server.config.max_uploads)
+
+    def refuse(self, parser: _Parser) -> Error | None:
+        """The error to answer at once, or ``None`` (then a large body holds a slot)."""
+        headers = parser.headers
+        token = self.config.token
+        if token is not None and not request_has_token(
+                token, headers.get("AUTHORIZATION"), headers.get("COOKIE"), headers.get("HOST")):
+            return _JsonError(401, "Unauthorized", "this server needs its token",
+                              (("WWW-Authenticate", 'Bearer realm="depthstream"'),))
+        if parser.content_length > self.max_body:
+            return _JsonError(413, "Content Too Large", too_large_message(self.config))
+        if parser.chunked or parser.content_length > SMALL_BODY_BYTES:
+            release = self.slots.take()
+            if release is None:
+                return _JsonError(503, "Service Unavailable",
+                                  f"{self.slots.limit} uploads are on their way in already; "
+                                  f"try again in a few seconds",
+                                  (("Retry-After", str(_RETRY_AFTER_S)),))
+            parser.hold(release)
+        return None
+
+
+class _Parser(HTTPRequestParser):
+    """Waitress's request parser, with the :class:`_Gate` asked once the headers are in."""
+
+    gate: _Gate  # set on the per-server subclass
+    _release: Callable[[], None] | None = None
+
+    def received(self, data: bytes) -> int:
+        had_headers = self.headers_finished
+        consumed = super().received(data)
+        if isinstance(self.error, _WaitressTooLarge):  # a chunked body over the limit
+            self.error = _JsonError(413, "Content Too Large", too_large_message(self.gate.config))
+        elif (not had_headers and self.headers_finished and self.error is None
+              and not self.completed):  # a body follows
+            refusal = self.gate.refuse(self)
+            if refusal is not None:
+                self._refuse(refusal)
+        return consumed
+
+    def _refuse(self, error: Error) -> None:
+        self.error = error
+        if self.expect_continue or self.chunked or self.content_length > DISCARD_MAX_BYTES:
+            # Answer now: the client waits for it (100-continue), or the body is too big
+            # to read for nothing. (Else waitress would send 100 and read it anyway.)
+            self.completed = True
+            self.expect_continue = False
+        else:
+            self.body_rcv = _Discard(self.content_length)
+
+    def hold(self, release: Callable[[], None]) -> None:
+        """Keep an upload slot until the request is closed (or forgotten)."""
+        self._release = release
+        weakref.finalize(self, release)
+
+    def close(self) -> None:
+        if self._release is not None:
+            self._release()
+        super().close()
+
+
+class _Channel(HTTPChannel):
+    """Waitress's connection, with a write timeout: no progress for that long closes it."""
+
+    write_timeout_s = 10.0
+
+    def _flush_outbufs_below_high_watermark(self) -> None:
+        if self.total_outbufs_len <= self.adj.outbuf_high_watermark:
+            return
+        with self.outbuf_lock:
+            _, failed = self._flush_exception(self._flush_some, do_close=False)
+            if failed:  # the main loop will close it; do not wait forever for that
+                self.server.pull_trigger()
+                self.outbuf_lock.wait(self.write_timeout_s)
+                return
+            last = self.total_outbufs_len
+            deadline = time.monotonic() + self.write_timeout_s
+            while self.connected and self.total_outbufs_len > self.adj.outbuf_high_watermark:
+                self.server.pull_trigger()
+                self.outbuf_lock.wait(0.25)
+                now = time.monotonic()
+                if self.total_outbufs_len < last:
+                    last, deadline = self.total_outbufs_len, now + self.write_timeout_s
+                elif now >= deadline:
+                    log.info("client %s read nothing for %g s: disconnected", self.addr,
+                             self.write_timeout_s)
+                    self.connected = False  # the writer raises ClientDisconnected
+                    self.will_close = True  # the main loop closes the socket
+                    self.server.pull_trigger()
+                    return
+
+
+class HttpServer:
+    """The app on waitress, bound at construction; :meth:`serve_forever` runs it.
+
+    Args:
+        server: the app's state (its ``app`` is served; it is closed on the way out).
+        host: address to bind.
+        port: TCP port; 0 picks a free one (:attr:`port` says which).
+        threads: request threads; default: enough for every viewer and upload plus 8.
+        stop_timeout_s: the longest :meth:`serve_forever` takes to return after a stop
+            was requested.
+        close_app: stop the app too on the way out (its jobs and live stream).
+
+    Raises:
+        SinkError: the address cannot be listened on (port in use, no such address).
+    """
+
+    def __init__(self, server: DepthServer, host: str = "127.0.0.1", port: int = 0,
+                 threads: int | None = None, stop_timeout_s: float = 9.0,
+                 close_app: bool = True) -> None:
+        config = server.config
+        self.server = server
+        self.close_app = close_app
+        self.stop_timeout_s = stop_timeout_s
+        self._stop = threading.Event()
+        self._map: dict[int, Any] = {}
+        gate = _Gate(server)
+        parser = type("Parser", (_Parser,), {"gate": gate})
+        self.channel_class = type("Channel", (_Channel,), {
+            "parser_class": parser, "write_timeout_s": config.write_timeout_s})
+        timeout = max(1, round(config.write_timeout_s))
+        try:
+            self._httpd = create_server(
+                server.app, map=self._map, host=host, port=port, ident="depthstream",
+                threads=threads or config.max_viewers + config.max_uploads + 8,
+                channel_timeout=timeout, cleanup_interval=max(1, timeout // 2),
+                outbuf_high_watermark=_OUTBUF_HIGH_BYTES,
+                # the gate refuses what is over the limit (and drops it, up to a point)
+                max_request_body_size=max(gate.max_body, DISCARD_MAX_BYTES) + 1,
+                connection_limit=256, asyncore_use_poll=True, expose_tracebacks=False)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise SinkError(f"cannot listen on {host}:{port}: {reason}") from None
+        for listener in self._listeners():
+            listener.channel_class = self.channel_class
+        self.gate = gate
+
+    def _listeners(self) -> list[BaseWSGIServer]:
+        return [d for d in list(self._map.values()) if isinstance(d, BaseWSGIServer)]
+
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        return int(self._listeners()[0].getsockname()[1])
+
+    def request_stop(self) -> None:
+        """Ask :meth:`serve_forever` to stop (safe from a signal handler or any thread)."""
+        self._stop.set()
+        listeners = self._listeners()
+        if listeners:
+            listeners[0].pull_trigger()
+
+    def serve_forever(self) -> None:
+        """Answer requests until :meth:`request_stop`; then stop everything, in order."""
+        try:
+            while not self._stop.is_set():
+                wasyncore.loop(timeout=0.5, map=self._map, use_poll=True, count=1)
+        finally:
+            self._shutdown()
+
+    def close(self) -> None:
+        """Close without serving (when :meth:`serve_forever` never ran)."""
+        self._stop.set()
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + self.stop_timeout_s
+        for listener in self._listeners():  # stop accepting; keep the wake-up trigger
+            wasyncore.dispatcher.close(listener)
+        stopping = threading.Thread(target=self.server.close if self.close_app else None,
+                                    kwargs={"timeout_s": max(1.0, self.stop_timeout_s - 2.0)},
+                                    name="depthstream-stop", daemon=True)
+        stopping.start()
+        while stopping.is_alive() and time.monotonic() < deadline - 1.0:
+            wasyncore.loop(timeout=0.1, map=self._map, use_poll=True, count=1)
+        self._httpd.task_dispatcher.shutdown(
+            cancel_pending=True, timeout=max(0.1, deadline - time.monotonic()))
+        wasyncore.close_all(self._map)
