@@ -123,26 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     _colour_options(p)
     p.set_defaults(func=_cmd_live)
 
-    p = sub.add_parser("serve", help="web UI: upload pictures and videos, watch live depth",
-                       description="Serve the web page and its HTTP API. There is no "
-                                   "authentication: it listens on 127.0.0.1 unless --host says "
-                                   "otherwise.")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default: 127.0.0.1, this machine only; "
-                        "0.0.0.0 opens it to the whole network, with no authentication)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0 = any free)")
-    p.add_argument("--data-dir", metavar="DIR",
-                   help="uploads and results (default: ~/.cache/depthstream/server)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--camera", type=int, metavar="N", help="camera index for the /live page")
-    src.add_argument("--url", metavar="URL",
-                     help="stream URL for the /live page (rtsp://..., http://... MJPEG)")
-    p.add_argument("--max-image-mb", type=float, default=20, metavar="MB",
-                   help="largest picture upload (default: 20)")
-    p.add_argument("--max-video-mb", type=float, default=500, metavar="MB",
-                   help="largest video upload (default: 500)")
-    _model_options(p)
-    p.set_defaults(func=_cmd_serve)
+    _add_serve_command(sub)
 
     p = sub.add_parser("info", help="the checkpoint, its cached models and int8's self-check",
                        description="Show which checkpoint is used, which OpenVINO models are "
@@ -439,13 +420,76 @@ def _cmd_live(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
+def _add_serve_command(sub: Any) -> None:
+    p = sub.add_parser("serve", help="web UI: upload pictures and videos, watch live depth",
+                       description="Serve the web page and its HTTP API (waitress). On an "
+                                   "address other than 127.0.0.1 every request needs a token "
+                                   "(--token, $DEPTHSTREAM_TOKEN, or a new one printed with "
+                                   "the URL). SIGTERM or Ctrl-C stops it cleanly.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only; "
+                        "0.0.0.0 opens it to the network, with a token)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0 = any free)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="uploads and results (default: ~/.cache/depthstream/server)")
+    p.add_argument("--token", metavar="TOKEN",
+                   help="secret every request must carry (default: $DEPTHSTREAM_TOKEN; made up "
+                        "when --host is not a loopback address)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--camera", type=int, metavar="N", help="camera index for the /live page")
+    src.add_argument("--url", metavar="URL",
+                     help="stream URL for the /live page (rtsp://..., http://... MJPEG)")
+    g = p.add_argument_group("limits (read from each upload's header before decoding)")
+    g.add_argument("--max-image-mb", type=float, default=20, metavar="MB",
+                   help="largest picture upload (default: 20)")
+    g.add_argument("--max-image-mp", type=float, default=40, metavar="MP",
+                   help="most megapixels a picture may have (default: 40)")
+    g.add_argument("--max-video-mb", type=float, default=500, metavar="MB",
+                   help="largest video upload (default: 500)")
+    g.add_argument("--max-video-size", default="4096x4096", metavar="WxH",
+                   help="largest video frame (default: 4096x4096)")
+    g.add_argument("--max-video-minutes", type=float, default=30, metavar="MIN",
+                   help="longest video (default: 30)")
+    g.add_argument("--max-video-frames", type=int, default=108_000, metavar="N",
+                   help="most frames a video may have (default: 108000)")
+    g.add_argument("--max-uploads", type=int, default=4, metavar="N",
+                   help="large uploads (over 1 MB) on their way in at once; more get 503 "
+                        "(default: 4)")
+    g.add_argument("--max-viewers", type=int, default=8, metavar="N",
+                   help="live viewers at once (default: 8)")
+    g.add_argument("--write-timeout", type=float, default=10, metavar="S",
+                   help="disconnect a client that reads nothing for this long (default: 10)")
+    g = p.add_argument_group("retention")
+    g.add_argument("--max-data-mb", type=float, default=2000, metavar="MB",
+                   help="data folder budget: least recently used results are deleted "
+                        "(default: 2000)")
+    g.add_argument("--keep-hours", type=float, default=168, metavar="H",
+                   help="delete results unused this long (default: 168; 0 = no age limit)")
+    _model_options(p)
+    p.set_defaults(func=_cmd_serve)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from stream.web import serve
+    from stream.web import parse_size_wh, serve
 
     serve(args.host, args.port, args.data_dir, args.weights, args.backend, args.device,
           camera=args.camera, url=args.url, max_image_mb=args.max_image_mb,
-          max_video_mb=args.max_video_mb)
-    return ExitStatus.OK
+          max_video_mb=args.max_video_mb, precision=args.precision, token=args.token,
+          max_data_mb=args.max_data_mb, keep_hours=args.keep_hours or None,
+          max_image_mp=args.max_image_mp, max_video_wh=parse_size_wh(args.max_video_size),
+          max_video_s=args.max_video_minutes * 60.0, max_video_frames=args.max_video_frames,
+          max_uploads=args.max_uploads, max_viewers=args.max_viewers,
+          write_timeout_s=args.write_timeout)
+    # Stopped cleanly: every job, file and stream is closed. Skip the interpreter's
+    # teardown of torch and OpenVINO (seconds on a busy machine), so that SIGTERM ends
+    # the process promptly.
+    import logging
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(ExitStatus.OK)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
