@@ -67,7 +67,7 @@ def _cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
     parents = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -116,7 +116,7 @@ def listening(pids: list[int]) -> list[tuple[int, str]]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_local_instance_listens_on_loopback_only(local_ray: str) -> None:
     assert local_ray.startswith("127.0.0.1:")
-    sockets = listening([os.getpid(), *_descendants(os.getpid())])
+    sockets = listening([os.getpid(), *descendants(os.getpid())])
     assert len(sockets) >= 3, sockets  # GCS, raylet, this driver at least
     assert {addr for _, addr in sockets} <= {"127.0.0.1", "::ffff:127.0.0.1"}, sockets
 
@@ -232,7 +232,7 @@ def test_killed_worker_segment_is_redone(local_ray: str, tmp_path: Path) -> None
 
 def _worker_processes() -> list[int]:
     pids = []
-    for pid in _descendants(os.getpid()):
+    for pid in descendants(os.getpid()):
         try:
             if b"_RayWorker" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 pids.append(pid)

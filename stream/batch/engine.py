@@ -35,7 +35,7 @@ from ..settings import StreamSettings
 from .options import BatchSettings
 from .worker import Task, TaskResult, Worker, check_paths
 
-__all__ = ["Node", "nodes", "connect", "start_local", "use_loopback", "pool_size",
+__all__ = ["Node", "nodes", "connect", "local_env", "start_local", "use_loopback", "pool_size",
            "check_nodes", "TaskEvents", "Scheduler"]
 
 _TOKEN_HELP = ("clusters started by `ray start` use token authentication: copy "
@@ -74,27 +74,37 @@ def use_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def local_env() -> None:
+    """Environment for Ray processes started from this one (they inherit it).
+
+    Loopback only (:func:`use_loopback`), Ray's usage statistics off, token
+    authentication with a token of this process's own (other users of the machine can
+    reach loopback too), no ``RAY_ADDRESS`` (``ray.init`` would join that cluster
+    instead), and ``PYTHONPATH`` with the folder that holds ``stream``, so workers import
+    this very package.
+    """
+    use_loopback()
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    _token_mode()
+    os.environ.pop("RAY_ADDRESS", None)
+    root = str(Path(__file__).resolve().parents[2])
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, paths)])
+
+
 def start_local(num_cpus: int | None = None) -> str:
     """Start a local Ray instance (loopback, usage statistics off, a token); return its address.
 
-    The instance's processes inherit this process's ``PYTHONPATH`` with the folder that
-    holds ``stream`` added, so workers import this very package.
+    See :func:`local_env` for the environment its processes get.
 
     Raises:
         ConfigError: Ray did not come up on loopback (then it is stopped again).
     """
     from ..backends import default_threads
 
-    use_loopback()
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    # Token authentication even on loopback: other users of this machine can reach it.
-    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
-    _token_mode()
-    os.environ.pop("RAY_ADDRESS", None)  # else ray.init joins that cluster instead
-    root = str(Path(__file__).resolve().parents[2])
-    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    if root not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, paths)])
+    local_env()
     context = ray.init(num_cpus=num_cpus or default_threads(), include_dashboard=False,
                        log_to_driver=False, logging_level="WARNING",
                        object_store_memory=128 * 2**20)
