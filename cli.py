@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_serve_command(sub)
 
+    _add_batch_command(sub)
+
     p = sub.add_parser("info", help="the checkpoint, its cached models and int8's self-check",
                        description="Show which checkpoint is used, which OpenVINO models are "
                                    "cached for it, and how the int8 model agreed with fp32. "
@@ -571,6 +573,67 @@ def _cmd_image(args: argparse.Namespace) -> int:
     for r in results:
         print(f"{r.source} -> {', '.join(map(str, r.outputs))}")
     return ExitStatus.USAGE if failed else ExitStatus.OK
+
+
+def _add_batch_command(sub: Any) -> None:
+    from stream.batch.options import DEFAULT_SEGMENT_S, OutputFormat
+
+    # "resolve": batch's --raw is a switch (a folder per video), not convert's --raw DIR.
+    p = sub.add_parser("batch", conflict_handler="resolve",
+                       help="depth videos for many videos, on this machine or a Ray cluster",
+                       description="Convert video files and folders (searched recursively) "
+                                   "into OUTDIR, mirroring the tree, spread over Ray workers: a "
+                                   "local Ray instance (127.0.0.1 only), or a cluster with "
+                                   "--address. Long videos are cut into segments converted in "
+                                   "parallel. A rerun skips what is done. Exit 1 if a file "
+                                   "failed.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files or folders")
+    p.add_argument("-o", "--out", "--output", dest="out", required=True, metavar="OUTDIR",
+                   help="output folder; in/sub/c.mkv (from folder in) -> OUTDIR/sub/c.mp4")
+    _stream_options(p)
+    b = p.add_argument_group("batch")
+    b.add_argument("--raw", action="store_true",
+                   help="also write raw depth per video to OUTDIR/<sub>/<name>_raw/")
+    b.add_argument("--format", choices=choices(OutputFormat), default="mp4",
+                   help="output container (default: mp4)")
+    b.add_argument("--address", metavar="ADDR",
+                   help="join a Ray cluster: auto, HOST:PORT or ray://HOST:10001 (default: a "
+                        "local instance on this machine)")
+    b.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes, each loads the network once (default: as many as "
+                        "the CPUs hold)")
+    b.add_argument("--cpus-per-worker", type=float, metavar="N",
+                   help="CPUs (network threads) per worker (default: a whole machine)")
+    b.add_argument("--segment-seconds", type=float, default=DEFAULT_SEGMENT_S, metavar="S",
+                   help=f"cut longer videos at keyframes into pieces of about S seconds, "
+                        f"converted in parallel (default: {DEFAULT_SEGMENT_S:g}; 0 = whole)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _model_options(p)
+    _colour_options(p)
+    p.set_defaults(func=_cmd_batch)
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from stream.errors import ConfigError
+
+    if args.zmq is not None:
+        raise ConfigError("--zmq goes with convert and live, not batch")
+    settings = _stream_settings(argparse.Namespace(**{**vars(args), "raw": None,
+                                                      "stats": None}))
+    from stream.batch.options import BatchSettings, estimator_hook_from_env
+
+    factory, kwargs = estimator_hook_from_env()
+    batch = BatchSettings(out_dir=args.out, video_format=args.format, raw=args.raw,
+                          address=args.address, workers=args.workers,
+                          cpus_per_worker=args.cpus_per_worker, segment_s=args.segment_seconds,
+                          overwrite=args.overwrite, stats_path=args.stats,
+                          estimator_factory=factory, estimator_kwargs=kwargs)
+    from stream.batch import run_batch
+    from stream.batch.progress import BatchProgress, summary_table
+
+    report = run_batch(args.inputs, settings, batch, BatchProgress(not args.no_progress))
+    print(summary_table(report))
+    return ExitStatus.ERROR if report.failed else ExitStatus.OK
 
 
 def _error(exc: BaseException) -> None:
