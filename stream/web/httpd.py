@@ -158,8 +158,9 @@ class _Parser(HTTPRequestParser):
     def received(self, data: bytes) -> int:
         had_headers = self.headers_finished
         consumed = super().received(data)
-        if isinstance(self.error, _WaitressTooLarge):  # a chunked body over the limit
+        if isinstance(self.error, _WaitressTooLarge):  # far over the limit, or chunked
             self.error = _JsonError(413, "Content Too Large", too_large_message(self.gate.config))
+            self.expect_continue = False  # else waitress sends 100 and reads the body
         elif (not had_headers and self.headers_finished and self.error is None
               and not self.completed):  # a body follows
             refusal = self.gate.refuse(self)

@@ -67,7 +67,8 @@ def public_message(message: object) -> str:
     """
     def shown(match: re.Match) -> str:
         name = match.group(1) or match.group(2)
-        return "the upload" if name == "input" else name
+        stem = name.rstrip(").,;")  # punctuation after the path is the sentence's
+        return ("the upload" if stem == "input" else stem) + name[len(stem):]
 
     return _PATH.sub(shown, str(message))
 

@@ -26,7 +26,7 @@ import re
 import threading
 import warnings
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from ..errors import SourceError, StreamError
 from ..sources import FileSource, read_image
@@ -34,6 +34,7 @@ from .config import MB, ServerConfig
 from .jobs import JobKind, JobSettings
 
 __all__ = [
+    "PictureSize",
     "UploadBusyError",
     "UploadChecker",
     "UploadTooLargeError",
@@ -99,8 +100,16 @@ def save_upload(stream: IO[bytes], dest: Path, config: ServerConfig) -> tuple[st
     return digest.hexdigest(), size
 
 
-def picture_header(path: Path) -> tuple[int, int] | None:
-    """``(width, height)`` from a picture's header (nothing decoded), or ``None``.
+class PictureSize(NamedTuple):
+    """A picture's size from its header; past Pillow's own bomb limit only ``pixels``."""
+
+    width: int | None
+    height: int | None
+    pixels: int
+
+
+def picture_header(path: Path) -> PictureSize | None:
+    """A picture's size from its header (nothing decoded), or ``None``.
 
     ``None``: Pillow does not recognise it as a picture (it may still be a video).
     """
@@ -111,11 +120,11 @@ def picture_header(path: Path) -> tuple[int, int] | None:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             with Image.open(path) as image:
-                return int(image.size[0]), int(image.size[1])
-        except Image.DecompressionBombError as exc:
+                w, h = int(image.size[0]), int(image.size[1])
+                return PictureSize(w, h, w * h)
+        except Image.DecompressionBombError as exc:  # says the pixels, not the sides
             match = re.search(r"\((\d+) pixels\)", str(exc))
-            side = int(match.group(1)) ** 0.5 if match else 1e5
-            return int(side), int(side)  # only the pixel count matters to the caller
+            return PictureSize(None, None, int(match.group(1)) if match else 1 << 62)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             return None
 
@@ -151,14 +160,14 @@ def video_header(path: Path) -> dict[str, Any] | None:
                 "fps": fps, "duration_s": duration_s, "frames": frames}
 
 
-def _check_picture(size_wh: tuple[int, int], size_bytes: int, config: ServerConfig) -> None:
+def _check_picture(size: PictureSize, size_bytes: int, config: ServerConfig) -> None:
     if size_bytes > config.max_image_bytes:
         raise UploadTooLargeError(f"pictures may be up to {_limit_text(config.max_image_bytes)}"
                                   f"; this one is {_limit_text(size_bytes)}")
-    w, h = size_wh
-    if w * h > config.max_image_pixels:
+    if size.pixels > config.max_image_pixels:
+        sides = f" ({size.width}x{size.height})" if size.width else ""
         raise UploadTooLargeError(f"pictures may have up to {config.max_image_mp:g} megapixels; "
-                                  f"this one has {w * h / 1e6:.1f} ({w}x{h})")
+                                  f"this one has {size.pixels / 1e6:.1f}{sides}")
 
 
 def check_video(header: dict[str, Any], size_bytes: int, config: ServerConfig) -> None:
@@ -211,9 +220,9 @@ def detect_kind(path: Path, size_bytes: int, config: ServerConfig) -> tuple[JobK
         UploadTooLargeError: over a limit of its kind.
         SourceError: it decodes as neither a picture nor a video.
     """
-    size_wh = picture_header(path)
-    if size_wh is not None:
-        _check_picture(size_wh, size_bytes, config)
+    size = picture_header(path)
+    if size is not None:
+        _check_picture(size, size_bytes, config)
         try:
             bgr = read_image(path)
         except SourceError:
