@@ -1,14 +1,18 @@
 """The upload page in a real headless Chromium (Playwright, Debian's /usr/bin/chromium).
 
-Uploads pictures through the file picker and by drag-and-drop, waits for the result the
-page polls for, and checks the picture the page shows is the depth result, pixel by
-pixel; an undecodable file shows the server's message.
+The page is served by the production server (waitress) with a token, opened once with
+``/?token=...`` as the printed address says (the cookie does the rest). Uploads pictures
+through the file picker and by drag-and-drop, waits for the result the page polls for,
+and checks the picture the page shows is the depth result, pixel by pixel; an
+undecodable file shows the server's message; a queued and a running video are cancelled
+with the page's button; the result scrolls into view on a phone.
 """
 
 from __future__ import annotations
 
 import base64
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,13 +23,13 @@ from flask import Flask
 from support.clips import make_clip
 from support.fakes import cheap_estimator
 from support.mjpeg import MjpegServer
-from werkzeug.serving import make_server
+from support.web import Http, multipart
 
 from stream.backends import TorchBackend
 from stream.colormap import colorize, minmax
 from stream.inference import DepthEstimator
 from stream.sources import LiveSource
-from stream.web import DepthServer, create_app
+from stream.web import DepthServer, HttpServer, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -33,6 +37,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 TIMEOUT_MS = 120_000
+TOKEN = "browser-test-token-1"
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -49,23 +54,22 @@ def picture(seed: int, size_wh: tuple[int, int] = (96, 64)) -> np.ndarray:
 
 
 def serving(app: Flask) -> Iterator[tuple[str, Flask]]:
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    """Serve on waitress; stop it (and the app) after."""
+    httpd = HttpServer(app.extensions["depthstream"], "127.0.0.1", 0)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_port}", app
+        yield f"http://127.0.0.1:{httpd.port}", app
     finally:
-        httpd.shutdown()
-        thread.join(10)
-        httpd.server_close()
-        app.extensions["depthstream"].close()
+        httpd.request_stop()
+        thread.join(15)
 
 
 @pytest.fixture(scope="module")
 def live_server(state_dict: dict, tmp_path_factory: pytest.TempPathFactory
                 ) -> Iterator[tuple[str, Flask]]:
     yield from serving(create_app(tmp_path_factory.mktemp("data"),
-                                  lambda: DepthEstimator(TorchBackend(state_dict))))
+                                  lambda: DepthEstimator(TorchBackend(state_dict)), token=TOKEN))
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +94,8 @@ def page(browser: object, live_server: tuple[str, Flask]) -> Iterator[object]:
     # HTTP errors the page handles (400 for a bad file) are logged too; keep the rest.
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
             and "the server responded with a status of 4" not in msg.text else None)
-    page.goto(live_server[0] + "/")
+    page.goto(f"{live_server[0]}/?token={TOKEN}")  # the printed address, opened once
+    assert page.url == live_server[0] + "/"  # the token left the address bar
     # Predicates are functions, not strings: the page's CSP forbids eval.
     page.wait_for_function("() => document.getElementById('cmap').options.length > 1")
     yield page
@@ -227,3 +232,109 @@ def test_the_live_page_shows_the_stream_and_its_fps(browser: object, tmp_path: P
                     timeout=TIMEOUT_MS)
             finally:
                 context.close()
+
+
+def test_without_the_token_the_page_says_what_to_do(browser: object,
+                                                    live_server: tuple[str, Flask]) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        resp = page.goto(live_server[0] + "/")
+        assert resp.status == 401
+        assert "token" in resp.json()["error"]
+        assert context.cookies() == []
+        page.goto(f"{live_server[0]}/?token=wrong-token-123")
+        assert context.cookies() == []
+        page.goto(f"{live_server[0]}/?token={TOKEN}")
+        cookie, = context.cookies()
+        assert cookie["value"] == TOKEN and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        # the cookie opens every route: the page, its script, the API it calls
+        page.wait_for_function("() => document.getElementById('cmap').options.length > 1")
+        assert "megapixels" in page.inner_text("#limits")
+        assert page.evaluate("() => fetch('/api/info').then(r => r.status)") == 200
+        assert "token" not in page.evaluate("() => document.cookie")  # HttpOnly: not for scripts
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Flask]]:
+    """A server whose videos take a while (a cheap network with a 30 ms delay per frame)."""
+    yield from serving(create_app(tmp_path_factory.mktemp("slow"),
+                                  lambda: cheap_estimator(delay_s=0.03), token=TOKEN))
+
+
+def test_cancel_a_queued_and_a_running_video(browser: object, slow_server: tuple[str, Flask],
+                                             tmp_path: Path) -> None:
+    base, app = slow_server
+    port = int(base.rsplit(":", 1)[1])
+    api = Http(port, TOKEN)
+    long_clip = make_clip(tmp_path / "long.mp4", frames=300, size_wh=(64, 48), audio=False)
+    # Someone else's long video holds the video lane: the page's video must wait.
+    body, content_type = multipart(long_clip.read_bytes(), "other.mp4", layout="side")
+    status, _, _ = api.request("POST", "/api/jobs", body, {"Content-Type": content_type})
+    assert status == 202
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    page = context.new_page()
+    try:
+        page.goto(f"{base}/?token={TOKEN}")
+        page.wait_for_function("() => document.getElementById('cmap').options.length > 1")
+        page.set_input_files("#file", str(long_clip))
+        page.wait_for_function(
+            "() => document.getElementById('status-text').textContent.startsWith('queued')",
+            timeout=TIMEOUT_MS)
+        assert page.inner_text("#status-text") == "queued, next in line"
+        assert page.is_visible("#cancel")
+        page.click("#cancel")
+        page.wait_for_function(
+            "() => document.getElementById('status-text').textContent === 'cancelled'",
+            timeout=TIMEOUT_MS)
+        assert page.is_hidden("#cancel") and page.is_hidden("#result")
+        server: DepthServer = app.extensions["depthstream"]
+        cancelled = [j for j in server.store.jobs() if j.name == "long"]
+        assert [j.status.value for j in cancelled] == ["cancelled"]
+
+        for job in server.store.jobs():  # free the lane; then the page's video runs
+            if job.name == "other":
+                api.request("DELETE", f"/api/jobs/{job.id}")
+        page.set_input_files("#file", str(long_clip))
+        page.wait_for_function(
+            "() => /^working [1-9]/.test(document.getElementById('status-text').textContent)",
+            timeout=TIMEOUT_MS)
+        start = time.monotonic()
+        page.click("#cancel")
+        page.wait_for_function(
+            "() => document.getElementById('status-text').textContent === 'cancelled'",
+            timeout=TIMEOUT_MS)
+        assert time.monotonic() - start < 5
+        running = [j for j in server.store.jobs() if j.name == "long" and j.kind.value == "video"]
+        assert sorted(j.status.value for j in running) == ["cancelled", "cancelled"]
+        assert all([p.name for p in server.store.job_dir(j.id).iterdir()] == ["meta.json"]
+                   for j in running)
+    finally:
+        context.close()
+
+
+def test_on_a_phone_the_result_scrolls_into_view_with_a_full_bar(
+        browser: object, live_server: tuple[str, Flask], tmp_path: Path) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 640}, is_mobile=True)
+    page = context.new_page()
+    try:
+        page.goto(f"{live_server[0]}/?token={TOKEN}")
+        page.wait_for_function("() => document.getElementById('cmap').options.length > 1")
+        path = tmp_path / "tall.png"
+        cv2.imwrite(str(path), picture(5, (300, 400)))
+        page.set_input_files("#file", str(path))
+        page.wait_for_selector("#result:not([hidden])", timeout=TIMEOUT_MS)
+        # done means a full bar, at once (not three quarters on its way)
+        widths = page.evaluate("() => [document.getElementById('bar-fill').getBoundingClientRect()"
+                               ".width, document.querySelector('.bar').clientWidth]")
+        assert widths[0] >= widths[1] - 1, widths
+        assert page.inner_text("#status-text") == "done"
+        # the result was below the fold: the page brings it into view
+        page.wait_for_function(
+            "() => { const r = document.getElementById('result').getBoundingClientRect();"
+            " return r.top >= 0 && r.top < window.innerHeight / 2; }", timeout=10_000)
+        assert page.evaluate("() => window.scrollY") > 100
+    finally:
+        context.close()
