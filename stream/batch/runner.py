@@ -45,6 +45,7 @@ class FileReport:
         frames: frames written.
         seconds: time the workers spent on it (all its segments and the join).
         segments: pieces it was converted in (1: whole).
+        join_s: time the join of its segments took (0: converted whole).
         nodes: the machines that worked on it (host names).
         node_ids: their Ray node ids (several nodes may share a host).
         reason: why it failed.
@@ -58,6 +59,7 @@ class FileReport:
     frames: int = 0
     seconds: float = 0.0
     segments: int = 1
+    join_s: float = 0.0
     nodes: list[str] = field(default_factory=list)
     node_ids: list[str] = field(default_factory=list)
     reason: str | None = None
@@ -176,6 +178,8 @@ class _Tracker:
                 return []
             dirs = tuple(f.part_dir / f"{s.number:05d}" for s in f.plan.segments)
             return [JoinTask(f.job, dirs, f.plan.has_audio, f.plan.time_base, f.plan.rate)]
+        if isinstance(task, JoinTask):
+            f.report.join_s = result.seconds
         f.frames_done = result.frames
         f.report.frames = result.frames
         f.report.status = "converted"
@@ -237,13 +241,17 @@ def _select(jobs: list[FileJob], manifest: Manifest, key: str,
     return todo, skipped
 
 
-def _sweep(out_dir: Path, todo: list[_File]) -> None:
-    """Remove what killed runs left: temporaries, and segment folders no file needs now."""
+def _sweep(out_dir: Path, todo: list[_File], overwrite: bool) -> None:
+    """Remove what killed runs left: temporaries, and segment folders no file needs now.
+
+    Segments an interrupted run finished with the same settings are kept (the rerun
+    uses them), unless ``overwrite`` asks for everything to be made again.
+    """
     folders = {out_dir} | {f.job.output.parent for f in todo}
     for folder in folders:
         remove_stale_parts(folder)
     parts = out_dir / PARTS_NAME
-    keep = {f.part_dir.name for f in todo}
+    keep = set() if overwrite else {f.part_dir.name for f in todo}
     if parts.is_dir():
         for entry in parts.iterdir():
             if entry.name not in keep:
@@ -322,7 +330,7 @@ def run_batch(inputs: list[str | os.PathLike], settings: StreamSettings | None,
         reports[job.rel].status, reports[job.rel].frames = "skipped", entry.get("frames", 0)
     report = BatchReport(list(reports.values()))
     files = _plan_files(todo, key, batch, reports)
-    _sweep(out_dir, files)
+    _sweep(out_dir, files, batch.overwrite)
     try:
         for job in todo:
             failed = reports[job.rel]

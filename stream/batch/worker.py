@@ -121,12 +121,14 @@ def load_estimator(settings: StreamSettings, batch: BatchSettings,
             raise ConfigError(f"estimator factory {batch.estimator_factory}: {exc}") from exc
         return factory(**batch.estimator_kwargs)
     from ..backends import create_backend
-    from ..weights import load_state_dict
+    from ..weights import check_file, resolve_path
 
+    # As stream.inference.create_estimator does, with the worker's share of the CPUs.
     model = settings.model
-    state = load_state_dict(model.weights, progress=False)
-    return DepthEstimator(create_backend(model.backend.value, state, model.device.value,
-                                         threads=threads))
+    path = check_file(resolve_path(model.weights, progress=False))
+    return DepthEstimator(create_backend(model.backend.value, device=model.device.value,
+                                         threads=threads, weights=path,
+                                         precision=model.precision.value))
 
 
 class Worker:
