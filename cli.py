@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +42,71 @@ class ExitStatus(IntEnum):
     OK = 0
     ERROR = 1  # something failed while running
     USAGE = 2  # a user mistake: bad arguments, unreadable input, missing or wrong weights
-    INTERRUPTED = 130  # 128 + SIGINT
+    HANGUP = 129  # 128 + SIGHUP: the terminal closed
+    INTERRUPTED = 130  # 128 + SIGINT: Ctrl+C
+    TERMINATED = 143  # 128 + SIGTERM: timeout, docker stop, systemd
+
+
+# The signals that stop a run as Ctrl+C does: what closing the terminal, `timeout`,
+# `docker stop` and systemd send (a backgrounded run ignores Ctrl+C).
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
+                      if hasattr(signal, name))
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread: the run stops as on Ctrl+C.
+
+    Attributes:
+        signum: the signal; the exit status is 128 + ``signum``.
+    """
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    for other in _STOP_SIGNALS:  # one stop is enough: the next ones would cut the finish
+        signal.signal(other, signal.SIG_IGN)
+    raise _Terminated(signum)
+
+
+@contextlib.contextmanager
+def _sigterm_stops_the_run() -> Iterator[None]:
+    """While a command runs, SIGTERM and SIGHUP stop it as Ctrl+C does: files are finished.
+
+    A signal this process was started ignoring (``nohup``) stays ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, _raise_terminated)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupted_status(exc: KeyboardInterrupt) -> int:
+    """Print the one line of a stopped run and return its exit status (128 + signal)."""
+    signum = getattr(exc, "signum", signal.SIGINT)
+    done = getattr(exc, "done", None)
+    print(f"depthstream: interrupted{f': {done}' if done else ''}", file=sys.stderr)
+    return 128 + int(signum)
+
+
+def _note_done(exc: BaseException, written: int, unit: str, outputs: list[str]) -> None:
+    """Tell :func:`_interrupted_status` what a stopped run kept and where."""
+    if not outputs:
+        exc.done = f"{written} {unit} processed"  # type: ignore[attr-defined]
+    elif written == 0:
+        exc.done = "nothing written"  # type: ignore[attr-defined]
+    else:
+        exc.done = f"{written} {unit} written to {', '.join(outputs)}"  # type: ignore[attr-defined]
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -50,9 +118,6 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    help="inference engine (default: auto = OpenVINO when installed, else torch)")
     g.add_argument("--device", choices=choices(Device), default="cpu",
                    help="torch device (default: cpu)")
-    g.add_argument("--precision", choices=choices(Precision), default="auto",
-                   help="network precision (default: auto = int8 where its self-check against "
-                        "fp32 passed, else fp32; int8 is made once per checkpoint, OpenVINO only)")
     g.add_argument("--precision", choices=choices(Precision), default="auto",
                    help="network precision (default: auto = int8 where its self-check against "
                         "fp32 passed, else fp32; int8 is made once per checkpoint, OpenVINO only)")
@@ -232,30 +297,6 @@ def _window_keys_help() -> str:
     return "keys in the window:\n" + "\n".join(f"  {line}" for line in key_help())
 
 
-def _encoder_options(p: argparse.ArgumentParser) -> None:
-    from stream.settings import CODEC_DEFAULTS, CRF_RANGES, PRESET_NAMES, VideoCodec
-
-    lossy = [c for c in VideoCodec if c in CRF_RANGES]
-    e = p.add_argument_group("video encoding")
-    e.add_argument("--codec", choices=choices(VideoCodec), default=None,
-                   help="video codec (default: h264 in .mp4 and .mkv, vp9 in .webm; "
-                        "ffv1 is lossless, in .mkv)")
-    e.add_argument("--crf", type=int, metavar="N",
-                   help="quality, lower is better and larger: " + ", ".join(
-                       f"{c.value} {CRF_RANGES[c][0]}-{CRF_RANGES[c][1]} (default "
-                       f"{CODEC_DEFAULTS[c][0]})" for c in lossy))
-    e.add_argument("--preset", choices=PRESET_NAMES, default=None, metavar="PRESET",
-                   help=f"encoder speed, {PRESET_NAMES[0]} (largest file) to {PRESET_NAMES[-1]} "
-                        "(smallest; default: " + ", ".join(
-                            f"{c.value} {CODEC_DEFAULTS[c][1]}" for c in lossy) + ")")
-
-
-def _window_keys_help() -> str:
-    from stream.window_keys import key_help
-
-    return "keys in the window:\n" + "\n".join(f"  {line}" for line in key_help())
-
-
 def _stream_settings(args: argparse.Namespace) -> StreamSettings:
     """Every run setting from the arguments, validated before anything heavy is imported."""
     return StreamSettings(
@@ -325,16 +366,6 @@ def _video_summary(sinks: list[Sink]) -> str:
     return ""
 
 
-def _video_summary(sinks: list[Sink]) -> str:
-    """``", 1.2 MB, 845 kb/s"`` for the video file a run wrote, else ``""``."""
-    video_sink = sys.modules.get("stream.video_sink")  # not loaded: no video was written
-    for sink in sinks if video_sink is not None else ():
-        if isinstance(sink, video_sink.VideoFileSink) and sink.size_bytes:
-            rate = sink.bitrate_kbps
-            return f", {sink.size_bytes / 1e6:.1f} MB" + (f", {rate:.0f} kb/s" if rate else "")
-    return ""
-
-
 def _report_zmq(sinks: list[Sink]) -> None:
     from stream.publisher import ZmqPublisher
 
@@ -371,6 +402,11 @@ def _run_and_report(pipeline: Pipeline, bar: _ProgressBar | None = None) -> RunS
 
     try:
         stats = run(pipeline)
+    except KeyboardInterrupt as exc:  # the pipeline has stopped and finished its files
+        outputs = [str(o) for o in (getattr(s, "path", None) or getattr(s, "folder", None)
+                                    for s in pipeline.sinks) if o is not None]
+        _note_done(exc, pipeline.stats().frames_written, "frames", outputs)
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -524,43 +560,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
-    from stream.backends import model_report
-
-    report = model_report(args.weights, args.precision)
-    if args.json:
-        import json
-
-        print(json.dumps(report, indent=2))
-        return ExitStatus.OK
-    check = report["int8_agreement"]
-    lines = [
-        ("weights", f"{report['weights']} ({report['size_bytes']} bytes, "
-                    f"sha256 {report['sha256'][:16]}...)"),
-        ("model cache", report["cache"]),
-        ("fp32 model", report["fp32_model"] or "not made yet (made on first use)"),
-        ("int8 model", report["int8_model"] or "not made yet (--precision int8 makes it)"),
-        ("int8 vs fp32", "-" if check is None else
-         f"AbsRel {check['abs_rel']:.4f}, delta<1.25 {check['delta1']:.4f} on "
-         f"{check['frames']} held-out frames (worst frame {check['abs_rel_worst']:.4f}, "
-         f"{check['delta1_worst']:.4f})"),
-        ("auto uses", report["auto"]),
-        ("OpenVINO / NNCF", f"{report['openvino']} / {report['nncf']}, "
-                            f"{report['threads']} threads"),
-        ("telemetry", report["telemetry"]),
-    ]
-    for name, value in lines:
-        print(f"{name + ':':16} {value}")
-    return ExitStatus.OK
-
-
 def _cmd_image(args: argparse.Namespace) -> int:
     from stream.inference import create_estimator
     from stream.pictures import PictureSettings, plan_outputs, run_pictures
 
     settings = PictureSettings(cmap=args.cmap, invert=args.invert, side=args.side, raw=args.raw,
                                overwrite=args.overwrite)
-    pairs = plan_outputs(args.inputs, args.out, overwrite=args.overwrite)
+    pairs = plan_outputs(args.inputs, args.out, overwrite=args.overwrite, raw=args.raw)
     estimator = create_estimator(args.weights, args.backend, args.device,
                                  precision=args.precision)
     failed = []
@@ -569,9 +575,18 @@ def _cmd_image(args: argparse.Namespace) -> int:
         failed.append(exc)
         _error(exc)
 
-    results = run_pictures(pairs, estimator, settings, on_error=report)
-    for r in results:
-        print(f"{r.source} -> {', '.join(map(str, r.outputs))}")
+    done = []
+
+    def show(r: Any) -> None:
+        done.append(r)
+        print(f"{r.source} -> {', '.join(map(str, r.outputs))}", flush=True)
+
+    try:
+        run_pictures(pairs, estimator, settings, on_error=report, on_result=show)
+    except KeyboardInterrupt as exc:  # the picture being written is discarded whole
+        folders = sorted({str(dst.parent) for _, dst in pairs})
+        _note_done(exc, len(done), "pictures", folders)
+        raise
     return ExitStatus.USAGE if failed else ExitStatus.OK
 
 
@@ -651,10 +666,10 @@ def main(argv: list[str] | None = None) -> int:
     from stream.errors import ConfigError, SinkError, SourceError, StreamError, WeightsError
 
     try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        print("depthstream: interrupted", file=sys.stderr)
-        return ExitStatus.INTERRUPTED
+        with _sigterm_stops_the_run():
+            return int(args.func(args))
+    except KeyboardInterrupt as exc:
+        return _interrupted_status(exc)
     except (WeightsError, SourceError, SinkError, ConfigError) as exc:
         if args.traceback:
             raise

@@ -108,7 +108,8 @@ def build_sinks(settings: StreamSettings, *, video: str | os.PathLike | None = N
                 window: bool = False, audio_from: str | os.PathLike | None = None,
                 inputs: Iterable[str | os.PathLike] = (),
                 extra: Iterable[Sink] = (),
-                start_unix_s: float | None = None) -> list[Sink]:
+                start_unix_s: float | None = None,
+                warnings: list[str] | None = None) -> list[Sink]:
     """The sinks ``settings`` and the outputs ask for, checked before any is written.
 
     Args:
@@ -119,6 +120,7 @@ def build_sinks(settings: StreamSettings, *, video: str | os.PathLike | None = N
         inputs: the run's input files: no output may be one of them.
         extra: sinks made elsewhere (a ZeroMQ publisher...), kept first.
         start_unix_s: the input file's start time, for ``--stamp-origin unix``.
+        warnings: the run's warning list (the source's), for what a sink skips.
 
     Raises:
         SinkError: an output cannot be written, exists, or is an input; the Foxglove
@@ -143,7 +145,8 @@ def build_sinks(settings: StreamSettings, *, video: str | os.PathLike | None = N
             from .video_sink import VideoFileSink
 
             sinks.append(VideoFileSink(video, renderer, audio_from=audio_from,
-                                       overwrite=settings.overwrite, encoder=settings.encoder))
+                                       overwrite=settings.overwrite, encoder=settings.encoder,
+                                       warnings=warnings))
         if settings.raw_dir is not None:
             sinks.append(RawDepthSink(settings.raw_dir, settings.raw_format,
                                       settings.overwrite, unsmoothed=settings.raw_unsmoothed))
@@ -242,7 +245,8 @@ def build_convert(
         camera = robot_camera(settings, source)
         sinks = build_sinks(settings, video=output_path, audio_from=source.path,
                             inputs=[source.path], extra=extra,
-                            start_unix_s=stamp_start_unix_s(settings, source))
+                            start_unix_s=stamp_start_unix_s(settings, source),
+                            warnings=source.warnings)
         with closing_on_error(*sinks):
             owns = estimator is None
             estimator = estimator or make_estimator(settings)
@@ -289,7 +293,8 @@ def build_live(
     with closing_on_error(source, *extra_sinks):
         camera = robot_camera(settings, source)
         sinks = build_sinks(settings, video=video, window=window, audio_from=audio,
-                            inputs=[path] if path is not None else [], extra=extra_sinks)
+                            inputs=[path] if path is not None else [], extra=extra_sinks,
+                            warnings=source.warnings)
         with closing_on_error(*sinks):
             owns = estimator is None
             estimator = estimator or make_estimator(settings, live=True)
