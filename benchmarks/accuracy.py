@@ -15,6 +15,7 @@ matters for AbsRel, which is not invariant to a shift of the ground truth.
 
 Usage:
     python benchmarks/accuracy.py [--weights PATH] [--backend auto] [--threads N]
+    python benchmarks/accuracy.py --weights PATH --precision int8   # fp32 and int8 rows
     python benchmarks/accuracy.py --synthetic   # runs end to end; numbers are meaningless
 """
 
@@ -181,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                             "nothing")
     parser.add_argument("--backend", default="auto", help="auto, openvino or torch")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                        help="int8: score the int8 model too (made once with NNCF, OpenVINO), "
+                             "both printed")
     args = parser.parse_args(argv)
 
     import skimage.data
@@ -188,46 +192,53 @@ def main(argv: list[str] | None = None) -> int:
     from stream.backends import create_backend
     from stream.errors import ConfigError, WeightsError
     from stream.inference import DepthEstimator
-    from stream.weights import load_state_dict
+    from stream.weights import check_file, resolve_path
 
+    precisions = ["fp32", "int8"] if args.precision == "int8" else ["fp32"]
     try:
         if args.synthetic:
-            state, origin = common.state_dict(None)
+            from bench_convert import weights_file
+
+            path, origin = weights_file(None)
         else:
-            state = load_state_dict(args.weights)
-            origin = str(args.weights) if args.weights else "default (env, cache or download)"
-        backend = create_backend(args.backend, state, threads=args.threads)
+            path = check_file(resolve_path(args.weights))
+            origin = str(args.weights) if args.weights else f"default ({path})"
+        backends = {p: create_backend(args.backend if p == "fp32" else "openvino", weights=path,
+                                      threads=args.threads, precision=p, progress=True)
+                    for p in precisions}
     except (WeightsError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
     left_rgb, _, disparity_px = skimage.data.stereo_motorcycle()
     gt_inv = disparity_to_inverse_depth(disparity_px)
-    estimator = DepthEstimator(backend)
-    try:
-        estimator.predict(left_rgb)  # warm-up
-        pred_inv, inference_ms = estimator.predict(left_rgb)
-    finally:
-        estimator.close()
-
-    rows = [
-        ("MiDaS v2.1 small", evaluate(pred_inv, gt_inv)),
-        # a flat picture, for scale: what alignment alone achieves with no depth cue
-        ("constant (baseline)", evaluate(np.zeros_like(pred_inv), gt_inv)),
-    ]
+    rows, times = [], {}
+    for p, backend in backends.items():
+        estimator = DepthEstimator(backend)
+        try:
+            estimator.predict(left_rgb)  # warm-up
+            pred_inv, times[p] = estimator.predict(left_rgb)
+        finally:
+            estimator.close()
+        rows.append((f"MiDaS v2.1 small {p}", evaluate(pred_inv, gt_inv)))
+    # a flat picture, for scale: what alignment alone achieves with no depth cue
+    rows.append(("constant (baseline)", evaluate(np.zeros_like(pred_inv), gt_inv)))
+    backend = backends["fp32"]
+    inference_ms = times["fp32"]
     h, w = left_rgb.shape[:2]
     if args.synthetic:
         print("*** SYNTHETIC WEIGHTS: the scores below are MEANINGLESS for accuracy; "
               "this run only proves the script works end to end. ***")
     print(f"machine:  {common.machine()}")
     print(f"weights:  {origin}")
-    print(f"backend:  {backend.name} on {backend.device}, inference {inference_ms:.1f} ms")
+    print(f"backend:  {backend.name} on {backend.device}, inference {inference_ms:.1f} ms"
+          + (f"; int8 {times['int8']:.1f} ms" if "int8" in times else ""))
     print(f"data:     Middlebury 2014 motorcycle (skimage), {w}x{h}, "
           f"{rows[0][1]['pixels']} valid of {h * w} pixels")
     print()
-    print(f"{'prediction':<22}{'AbsRel':>8}{'delta1':>8}{'scale':>12}{'shift':>12}")
+    print(f"{'prediction':<27}{'AbsRel':>8}{'delta1':>8}{'scale':>12}{'shift':>12}")
     for name, r in rows:
-        print(f"{name:<22}{r['abs_rel']:>8.4f}{r['delta1']:>8.4f}"
+        print(f"{name:<27}{r['abs_rel']:>8.4f}{r['delta1']:>8.4f}"
               f"{r['scale']:>12.4g}{r['shift']:>12.4g}")
     return 0
 

@@ -5,19 +5,23 @@ camera), runs the live pipeline on it with the default backend for ``--seconds``
 window), and prints frames read / inferred / dropped, the mean inference time and the
 capture-to-render latency p50/p95, with the ratio p50 / inference (goal: at most 2).
 Without ``--weights`` it uses the tests' synthetic checkpoint (speed does not depend on
-the weights' values).
+the weights' values), saved once as a file so that the cached models are used
+(``--precision int8`` quantizes once, about a minute, then reads the cache).
 
-    python benchmarks/bench_live.py [--seconds 20] [--backend auto] [--weights PATH]
+    python benchmarks/bench_live.py [--seconds 20] [--precision int8] [--weights PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import common
+import numpy as np
+from bench_convert import weights_file
 
-from stream import DepthEstimator, Pipeline, StreamSettings, create_backend
+from stream import Pipeline, StreamSettings, create_estimator
 from stream.sources import LiveSource
 from tests.support.mjpeg import MjpegServer
 
@@ -27,10 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--precision", default="fp32", choices=("auto", "fp32", "int8"))
     parser.add_argument("--weights", help="checkpoint (default: the tests' synthetic one)")
     args = parser.parse_args(argv)
-    state, origin = common.state_dict(args.weights)
-    estimator = DepthEstimator(create_backend(args.backend, state, live=True))
+    weights, origin = weights_file(args.weights)
+    estimator = create_estimator(str(weights), args.backend, live=True,
+                                 precision=args.precision)
+    estimator.backend.infer(np.zeros((1, 3, 192, 256), np.float32))  # compile, untimed
     clip = common.ROOT / "samples" / "clip.mp4"
     with MjpegServer(clip, fps=30, max_s=args.seconds + 30).start() as camera:
         source = LiveSource.from_url(camera.url)
@@ -38,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         stats = Pipeline(source, estimator, [], settings).start().join(args.seconds + 60)
     estimator.close()
     print(f"machine: {common.machine()}")
-    print(f"weights: {origin}, backend {estimator.backend.name}")
+    print(f"weights: {origin}, backend {estimator.backend.name}, "
+          f"precision {estimator.backend.precision}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} "
+          "(other jobs share the cores)")
     print(f"{args.seconds:.0f} s of a 640x480 MJPEG camera at 30 fps on 127.0.0.1")
     print(f"frames read {stats.frames_read}, inferred {stats.frames_inferred}, "
           f"dropped {stats.frames_dropped}, shown {stats.frames_written} ({stats.fps:.1f} fps)")

@@ -41,6 +41,7 @@ from .model_cache import (
     fingerprint,
     fp32_entry,
     openvino_cache_dir,
+    remember,
 )
 
 if TYPE_CHECKING:  # imported lazily: a warm start pays for neither
@@ -294,6 +295,9 @@ class OpenVinoBackend(Backend):
         self._core: openvino.Core | None = ov.Core()
         self.source = (fingerprint(weights, self.cache_dir) if weights is not None
                        else CheckpointId.from_state_dict(state_dict))
+        if self.source.weights is None:  # a new or changed file: load it (torch) once
+            state_dict = _load_weights(None, weights)
+            self.source = remember(self.source, state_dict_digest(state_dict), self.cache_dir)
         self.fp32_entry = fp32_entry(self.source, self.cache_dir)
         self.cache_entry = self.fp32_entry
         self._ir: openvino.Model | None = self._load_or_convert(state_dict, weights)
@@ -316,16 +320,13 @@ class OpenVinoBackend(Backend):
             except (RuntimeError, OSError, ValueError) as exc:
                 log.warning("OpenVINO cache %s is unreadable (%s); converting again",
                             entry.path, _last_line(exc))
-        if state_dict is None:
-            from .weights import load_file
-
-            state_dict = load_file(weights)  # checked key by key before converting
+        state_dict = _load_weights(state_dict, weights)  # checked key by key
         self._say("preparing the network for this CPU, once (about 10 s; cached in "
                   f"{self.cache_dir})")
         model = _convert(self._ov, state_dict)
         from .model_cache import package_version
 
-        meta = {"precision": "fp32", "checkpoint": self.source.digest,
+        meta = {"precision": "fp32", "weights": self.source.weights,
                 "openvino": package_version("openvino"), "torch": package_version("torch"),
                 "timm": package_version("timm")}
         # fp32 weights: the default fp16 compression moves outputs measurably.
@@ -510,11 +511,19 @@ def _convert(ov: Any, state_dict: dict) -> openvino.Model:
 
 
 def _load_weights(state_dict: dict | None, weights: str | os.PathLike | None) -> dict:
+    """``state_dict``, or the checked weights read from the file ``weights`` (torch)."""
     if state_dict is not None:
         return state_dict
     from .weights import load_file
 
     return load_file(weights)
+
+
+def state_dict_digest(state: dict) -> str:
+    """:func:`stream.weights.state_dict_digest` (imported when a file is loaded)."""
+    from .weights import state_dict_digest as digest
+
+    return digest(state)
 
 
 def create_backend(
@@ -613,15 +622,18 @@ def model_report(weights: str | os.PathLike | None = None, precision: str | None
                               f"{', '.join(PRECISIONS)}")
         create_backend("openvino", weights=path, precision=precision, progress=progress).close()
     source = fingerprint(path, root)
-    fp32 = fp32_entry(source, root)
     report: dict[str, Any] = {
         "weights": str(source.path), "size_bytes": source.size, "sha256": source.digest,
         "cache": str(root), "openvino": package_version("openvino"),
         "nncf": package_version("nncf"), "threads": default_threads(),
         "telemetry": "off in depthstream's processes (stream.privacy)",
-        "fp32_model": str(fp32.path) if fp32.exists() else None,
-        "int8_model": None, "int8_agreement": None,
+        "fp32_model": None, "int8_model": None, "int8_agreement": None,
     }
+    if source.weights is None:  # new or changed since its models were made
+        report["auto"] = "fp32: no model made for this checkpoint yet (made on first use)"
+        return report
+    fp32 = fp32_entry(source, root)
+    report["fp32_model"] = str(fp32.path) if fp32.exists() else None
     try:
         int8 = int8_entry(source, quantize.DEFAULT_RECIPE.digest(), root)
     except OSError:

@@ -42,14 +42,17 @@ def normalize_depth(depth: np.ndarray, lo: float, hi: float, invert: bool = Fals
     """Depth scaled to uint8 0..255: ``lo`` and below -> 0, ``hi`` and above -> 255."""
     span = float(hi) - float(lo)
     if not np.isfinite(span) or span <= 0:
-        scaled = np.zeros(depth.shape, np.float32)
-    else:
-        scaled = (depth.astype(np.float32, copy=False) - np.float32(lo)) * np.float32(255.0 / span)
-    np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
-    np.clip(scaled, 0.0, 255.0, out=scaled)
+        return np.full(depth.shape, 255 if invert else 0, np.uint8)
+    # One float32 buffer, every step in place (a frame per step, no temporaries).
+    scaled = np.subtract(depth, np.float32(lo), dtype=np.float32)
+    scaled *= np.float32(255.0 / span)
+    # fmax/fmin (not clip) also settle what is not finite: NaN -> 0, +inf -> 255.
+    np.fmax(scaled, np.float32(0.0), out=scaled)
+    np.fmin(scaled, np.float32(255.0), out=scaled)
     if invert:
-        scaled = 255.0 - scaled
-    return (scaled + 0.5).astype(np.uint8)
+        np.subtract(np.float32(255.0), scaled, out=scaled)
+    scaled += np.float32(0.5)
+    return scaled.astype(np.uint8)
 
 
 def colorize(

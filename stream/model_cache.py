@@ -5,13 +5,16 @@ start finds its model without torch, timm or OpenVINO's converter. Layout under
 ``default_cache_dir() / "openvino"``:
 
 * ``checkpoints.json``: per checkpoint file (by resolved path) its size, modification
-  time and SHA-256, so a file that has not changed is recognised by one ``stat``; a
-  changed size or time means the file is hashed again (a new hash, new entries);
-* ``midas_small-<source>-ov<version>-<code>[-int8-<recipe>]/``: ``model.xml``,
+  time, SHA-256 and, once it was loaded, the digest of its tensors, so a file that has
+  not changed is recognised by one ``stat``; a changed size or time means the file is
+  hashed again (a new hash: loaded again, new entries);
+* ``midas_small-<weights>-ov<version>-<code>[-int8-<recipe>]/``: ``model.xml``,
   ``model.bin`` and ``meta.json`` (what the entry was made from; for int8 also the
-  self-check). ``<source>`` is the checkpoint file's hash (or a state dict's digest),
-  ``<code>`` hashes our model code, the IR format and the torch/timm versions (read from
-  the installed packages' metadata, not imported);
+  self-check). ``<weights>`` is the digest of the checkpoint's tensors
+  (:func:`stream.weights.state_dict_digest`), so a file and the same weights given in
+  memory (the web server) share one entry; ``<code>`` hashes our model code, the IR
+  format and the torch/timm versions (read from the installed packages' metadata, not
+  imported);
 * ``compiled/``: OpenVINO's own ``CACHE_DIR`` of compiled blobs, so that compiling a
   cached model is mostly a file read.
 
@@ -44,6 +47,7 @@ __all__ = [
     "openvino_cache_dir",
     "compiled_cache_dir",
     "fingerprint",
+    "remember",
     "fp32_entry",
     "int8_entry",
     "package_version",
@@ -102,29 +106,40 @@ def _safe(text: str) -> str:
 
 @dataclass(frozen=True)
 class CheckpointId:
-    """What a checkpoint is, for the cache: a content hash and where it came from.
+    """What a checkpoint is, for the cache: its tensors' digest and where it came from.
 
     Attributes:
-        digest: SHA-256 of the file's bytes (hex), or ``sd-`` and a state dict's digest.
-        size: the file's size in bytes (0 for a state dict).
-        path: the resolved file, or ``None`` for a state dict given in memory.
+        digest: SHA-256 of the file's bytes (hex); for weights given in memory, the
+            tensors' digest.
+        weights: the digest of the tensors (:func:`stream.weights.state_dict_digest`),
+            the cache key; ``None`` for a file not loaded since it last changed.
+        size: the file's size in bytes (0 for weights given in memory).
+        path: the resolved file, or ``None`` for weights given in memory.
     """
 
     digest: str
+    weights: str | None = None
     size: int = 0
     path: Path | None = None
 
     @property
     def short(self) -> str:
-        """The part of the cache key that names the checkpoint."""
-        return self.digest[:16] if self.path is not None else self.digest
+        """The part of the cache key that names the checkpoint (its tensors' digest).
+
+        Raises:
+            ValueError: the file's tensors were not digested yet (:func:`remember`).
+        """
+        if self.weights is None:
+            raise ValueError(f"{self.path} has not been loaded since it changed")
+        return self.weights
 
     @classmethod
     def from_state_dict(cls, state: dict) -> CheckpointId:
         """The id of weights given in memory (their tensors' digest; needs torch)."""
         from .weights import state_dict_digest
 
-        return cls(digest=f"sd-{state_dict_digest(state)}")
+        digest = state_dict_digest(state)
+        return cls(digest=digest, weights=digest)
 
 
 def _hash_file(path: Path) -> str:
@@ -161,15 +176,38 @@ def fingerprint(path: str | os.PathLike, root: Path | None = None) -> Checkpoint
     known = index.get(str(file))
     if (isinstance(known, dict) and known.get("size") == st.st_size
             and known.get("mtime_ns") == st.st_mtime_ns and isinstance(known.get("sha256"), str)):
-        return CheckpointId(known["sha256"], st.st_size, file)
+        weights = known.get("weights")
+        return CheckpointId(known["sha256"], weights if isinstance(weights, str) else None,
+                            st.st_size, file)
     digest = _hash_file(file)
-    index[str(file)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    # The same bytes seen at another path (a copy) were digested already.
+    weights = next((v.get("weights") for v in index.values() if isinstance(v, dict)
+                    and v.get("sha256") == digest and isinstance(v.get("weights"), str)), None)
+    index[str(file)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest,
+                        "weights": weights}
+    _write_index(index_path, index)
+    return CheckpointId(digest, weights, st.st_size, file)
+
+
+def remember(source: CheckpointId, weights: str, root: Path | None = None) -> CheckpointId:
+    """``source`` with its tensors' digest, kept in the index for the next start."""
+    if source.path is None:
+        return CheckpointId(source.digest, weights, source.size, None)
+    index_path = (root or openvino_cache_dir()) / _INDEX
+    index = _read_json(index_path)
+    known = index.get(str(source.path))
+    if isinstance(known, dict) and known.get("sha256") == source.digest:
+        known["weights"] = weights
+        _write_index(index_path, index)
+    return CheckpointId(source.digest, weights, source.size, source.path)
+
+
+def _write_index(index_path: Path, index: dict) -> None:
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        index_path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(index_path, index)
-    except OSError as exc:  # a read-only cache costs a hash per start, nothing more
+    except OSError as exc:  # a read-only cache costs a hash (and a load) per start
         log.debug("cannot update %s: %s", index_path, exc)
-    return CheckpointId(digest, st.st_size, file)
 
 
 def _code_digest() -> str:

@@ -1,5 +1,7 @@
-"""Tests for stream.quantize and precision choice: the agreement metric, the threshold,
-the sample frames, and the int8 path end to end (NNCF on a small recipe, cached, checked).
+"""Tests for stream.quantize and the choice of precision (int8 against fp32).
+
+The agreement metric, the threshold, the sample frames, and the int8 path end to end
+(NNCF on a small recipe, cached, checked).
 
 Synthetic weights quantize badly (their activations are not those of a trained network),
 so ``auto`` picks fp32 for them; the tests that need a passing check inject the numbers

@@ -158,10 +158,13 @@ def test_a_changed_checkpoint_finds_neither_cached_model(
     torch.save(changed, weights)  # rewritten in place: new time and bytes
     new = fingerprint(weights, root)
     assert new.digest != old.digest
-    assert not fp32_entry(new, root).exists() and not int8_entry(new, recipe, root).exists()
+    assert new.weights is None  # unknown until the file is loaded again
     monkeypatch.setattr(openvino, "convert_model", _refuse_convert)
-    with pytest.raises(_Converted):  # not served the old model: converted again
+    with pytest.raises(_Converted):  # not served the old model: loaded and converted again
         create_backend("openvino", weights=weights, precision="auto")
+    new = fingerprint(weights, root)
+    assert new.weights is not None and new.weights != old.weights
+    assert not fp32_entry(new, root).exists() and not int8_entry(new, recipe, root).exists()
     shutil.rmtree(fake_int8.path)
 
 
@@ -189,3 +192,20 @@ def test_argument_errors_do_not_import_heavy_modules(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, cwd=tmp_path)
     assert done.stdout.split(None, 1) == ["2", "[]\n"]
+
+
+def test_info_reports_the_cached_models(warm: dict, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture) -> None:
+    import cli
+
+    monkeypatch.setenv("DEPTHSTREAM_CACHE", str(warm["cache"]))
+    assert cli.main(["info", "--weights", str(warm["weights"]), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["weights"] == str(warm["weights"].resolve())
+    assert report["fp32_model"] and Path(report["fp32_model"]).is_dir()
+    assert report["auto"].startswith("fp32")
+    assert "off" in report["telemetry"]
+    assert cli.main(["info", "--weights", str(warm["weights"])]) == 0
+    text = capsys.readouterr().out
+    assert "fp32 model:" in text and "auto uses:" in text
+    assert cli.main(["info", "--weights", str(warm["folder"] / "nope.pt")]) == 2
