@@ -153,3 +153,27 @@ def test_digest_changes_with_values(state_dict: dict) -> None:
     changed["scratch.output_conv.4.bias"] = state_dict["scratch.output_conv.4.bias"] + 1
     assert weights.state_dict_digest(state_dict) == weights.state_dict_digest(dict(state_dict))
     assert weights.state_dict_digest(state_dict) != weights.state_dict_digest(changed)
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "says"),
+    [
+        ("random.pt", lambda p, sd: p.write_bytes(os.urandom(5000)), "not a PyTorch file"),
+        ("html.pt", lambda p, sd: p.write_bytes(b"<html>404</html>"), "not a PyTorch file"),
+        ("cut.pt", lambda p, sd: (torch.save(sd, p), p.write_bytes(p.read_bytes()[:9000])),
+         "cut short or damaged"),
+        ("evil.pt", lambda p, sd: torch.save({"x": threading.Lock}, p), "not loaded for safety"),
+        ("empty.pt", lambda p, sd: p.write_bytes(b""), "is empty"),
+    ],
+)
+def test_unreadable_files_get_one_complete_line_that_says_what_to_do(
+    tmp_path: Path, state_dict: dict, name: str, make, says: str
+) -> None:
+    bad = tmp_path / name
+    make(bad, state_dict)
+    message = _one_line_error(bad)
+    assert says in message
+    # what to do, in full (torch's own text is cut mid-word or is a history lesson)
+    assert message.endswith(f"(or set {weights.ENV_WEIGHTS}=PATH)")
+    for noise in ("weights_only", "miniz", "PyTorch 2.6", "\x1b["):
+        assert noise not in message
