@@ -55,7 +55,7 @@ def test_image_raw_and_side(tmp_path: Path, weights_file: Path, model: MidasSmal
                  "--backend", "torch", "--raw", "--side"])
     assert code == ExitStatus.OK
     bgr = cv2.imread(str(src))
-    side = cv2.imread(str(out / "pic.png"))
+    side = cv2.imread(str(out / "pic_depth.png"))
     assert side.shape == (bgr.shape[0], bgr.shape[1] * 2, 3)
     assert np.abs(side[:, : bgr.shape[1]].astype(int) - bgr).max() == 0
     depth = np.load(out / "pic_depth16.npy")
@@ -84,7 +84,8 @@ def test_folder_with_gray_and_alpha_pictures(tmp_path: Path, weights_file: Path)
                  "--backend", "torch"])
     assert code == ExitStatus.OK
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["alpha.png", "c.png", "d.png", "e.png", "gray.png"]
+    assert names == ["alpha_depth.png", "c_depth.png", "d_depth.png", "e_depth.png",
+                     "gray_depth.png"]
     for name in names:
         assert cv2.imread(str(out / name)).shape == (60, 80, 3)
 
@@ -146,7 +147,7 @@ def test_output_folder_missing_parent_is_created(tmp_path: Path, weights_file: P
     out = tmp_path / "x" / "y"
     assert main(["image", str(src), "-o", str(out), "--weights", str(weights_file),
                  "--backend", "torch"]) == ExitStatus.OK
-    assert (out / "a.png").exists()
+    assert (out / "a_depth.png").exists()
 
 
 def test_bad_arguments_exit_2() -> None:
