@@ -219,3 +219,46 @@ def test_a_failing_picture_job_names_no_path(tmp_path: Path,
         assert failed["error"] == "cannot read the upload as a picture"
     finally:
         app.extensions["depthstream"].close()
+
+
+def test_a_job_may_ask_for_another_precision(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def other_precision(precision: str):
+        asked.append(precision)
+        return cheap_estimator()
+
+    data = png_bytes(np.full((24, 32, 3), 70, np.uint8))
+    plain = create_app(tmp_path / "a", cheap_estimator)  # one precision only
+    try:
+        client = plain.test_client()
+        resp = client.post("/api/jobs", data={"file": (io.BytesIO(data), "a.png"),
+                                              "precision": "int8"},
+                           content_type="multipart/form-data")
+        assert resp.status_code == 400
+        assert resp.get_json()["error"] == "this server runs at auto precision only"
+        resp = client.post("/api/jobs", data={"file": (io.BytesIO(data), "a.png"),
+                                              "precision": "fp16"},
+                           content_type="multipart/form-data")
+        assert resp.status_code == 400 and "unknown precision" in resp.get_json()["error"]
+        same = post(client, data, name="a.png", precision="auto")  # the server's own
+        assert same["settings"]["precision"] is None
+        assert post(client, data, name="a.png")["id"] == same["id"]  # one result, one job
+    finally:
+        plain.extensions["depthstream"].close()
+
+    app = create_app(tmp_path / "b", cheap_estimator, precision="fp32",
+                     precision_factory=other_precision)
+    try:
+        client = app.test_client()
+        assert client.get("/api/info").get_json()["precisions"] == ["auto", "fp32", "int8"]
+        default = post(client, data, name="a.png")
+        int8 = post(client, data, name="a.png", precision="int8")
+        assert int8["id"] != default["id"]  # another network, another result
+        assert int8["settings"]["precision"] == "int8"
+        for job in (default, int8):
+            done = wait_for(client, job["id"], lambda b: b["status"] in ("done", "failed"))
+            assert done["status"] == "done", done["error"]
+        assert asked == ["int8"]  # built once, on first use; the default one is the server's
+    finally:
+        app.extensions["depthstream"].close()

@@ -283,6 +283,8 @@ class UploadChecker:
         future.add_done_callback(self._done)
         try:
             return future.result(self.timeout_s)
+        except concurrent.futures.CancelledError:  # the server stops
+            raise UploadBusyError("the server is stopping") from None
         except concurrent.futures.TimeoutError:
             raise SourceError(f"this file could not be checked within {self.timeout_s:g} s"
                               ) from None
