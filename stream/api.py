@@ -41,10 +41,10 @@ if TYPE_CHECKING:
 
 __all__ = ["estimate", "clear_cache", "DepthStream"]
 
-# One estimator per (weights, backend): loading the checkpoint and building the network
+# One estimator per (weights, backend, precision): loading the checkpoint and building the network
 # takes far longer than one inference. Each has its own lock, as a backend's inference
 # request may not be safe to share between threads.
-_cache: dict[tuple[str | None, str], tuple[DepthEstimator, threading.Lock]] = {}
+_cache: dict[tuple[str | None, str, str], tuple[DepthEstimator, threading.Lock]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -58,13 +58,14 @@ def _weights_key(weights: str | os.PathLike | None) -> str | None:
     return f"env:{Path(env).expanduser().resolve()}" if env else None
 
 
-def _estimator(weights: str | os.PathLike | None,
-               backend: str) -> tuple[DepthEstimator, threading.Lock]:
-    key = (_weights_key(weights), backend)
+def _estimator(weights: str | os.PathLike | None, backend: str,
+               precision: str = "auto") -> tuple[DepthEstimator, threading.Lock]:
+    key = (_weights_key(weights), backend, precision)
     with _cache_lock:
         # Built under the lock: two threads asking at once load the weights once.
         if key not in _cache:
-            _cache[key] = (create_estimator(weights, backend), threading.Lock())
+            _cache[key] = (create_estimator(weights, backend, precision=precision),
+                           threading.Lock())
         return _cache[key]
 
 
@@ -82,12 +83,13 @@ def estimate(
     image: np.ndarray | str | os.PathLike,
     weights: str | os.PathLike | None = None,
     backend: str = "auto",
+    precision: str = "auto",
 ) -> np.ndarray:
     """Relative inverse depth of one picture, at the picture's size.
 
     The network is loaded on the first call and kept for later calls with the same
-    ``weights`` and ``backend`` (:func:`clear_cache` frees it). Safe to call from several
-    threads; calls on the same network run one at a time.
+    ``weights``, ``backend`` and ``precision`` (:func:`clear_cache` frees it). Safe to
+    call from several threads; calls on the same network run one at a time.
 
     Args:
         image: an RGB uint8 array ``[H, W, 3]`` (RGBA and gray ``[H, W]`` too; uint16 is
@@ -96,6 +98,8 @@ def estimate(
         weights: the ``midas_v21_small_256.pt`` checkpoint; default
             ``$DEPTHSTREAM_WEIGHTS``, the cache, or a download.
         backend: ``"auto"``, ``"openvino"`` or ``"torch"``.
+        precision: ``"auto"`` (int8 where its self-check against fp32 passed, else
+            fp32), ``"fp32"`` or ``"int8"`` (OpenVINO; made once per checkpoint).
 
     Returns:
         float32 ``[H, W]``: relative inverse depth, larger = nearer; not metres.
@@ -117,7 +121,7 @@ def estimate(
         rgb = to_rgb(image, "rgb")
     else:
         raise ConfigError(f"image must be a numpy array or a path, got {type(image).__name__}")
-    estimator, lock = _estimator(weights, backend)
+    estimator, lock = _estimator(weights, backend, getattr(precision, "value", precision))
     with lock:
         depth, _ = estimator.predict(rgb)
     return depth
@@ -181,6 +185,7 @@ class DepthStream:
         weights: the ``midas_v21_small_256.pt`` checkpoint; default
             ``$DEPTHSTREAM_WEIGHTS``, the cache, or a download.
         backend: ``"auto"``, ``"openvino"`` or ``"torch"``.
+        precision: ``"auto"``, ``"fp32"`` or ``"int8"`` (as :func:`estimate`).
         smooth: temporal smoothing: ``True`` (default strength), ``False`` (raw network
             output per frame, each in its own scale), or a strength.
         live: latest-frame-wins (``True``) or every frame (``False``). Default: ``True``
@@ -213,10 +218,11 @@ class DepthStream:
         *,
         estimator: DepthEstimator | None = None,
         robot: RobotSettings | None = None,
+        precision: str = "auto",
     ) -> None:
         settings = StreamSettings(smooth=smooth_strength(smooth), backend=backend,
                                   weights=None if weights is None else os.fspath(weights),
-                                  robot=robot)
+                                  robot=robot, precision=precision)
         opened = _open_source(source, live)  # cheap checks before the model loads
         try:
             camera = robot_camera(settings, opened)
@@ -226,7 +232,8 @@ class DepthStream:
             with closing_on_error(*outputs):
                 owns = estimator is None
                 if estimator is None:
-                    estimator = create_estimator(weights, backend, live=opened.info.live)
+                    estimator = create_estimator(weights, backend, live=opened.info.live,
+                                                 precision=settings.precision.value)
             # A consumer that takes its time holds a file back (nothing is lost) and
             # sees only the newest result of a live source.
             policy = DropPolicy.LATEST if opened.info.live else DropPolicy.BLOCK

@@ -81,9 +81,9 @@ def test_network_is_loaded_once_per_weights_and_backend(
     calls = []
     real = api.create_estimator
 
-    def counting(weights, backend):
+    def counting(weights, backend, **options):
         calls.append((weights, backend))
-        return real(weights, backend)
+        return real(weights, backend, **options)
 
     monkeypatch.setattr(api, "create_estimator", counting)
     rgb = _picture(40, 48)
