@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.fakes import cheap_estimator
 from support.weights import synthetic_torch_state_dict
 
 
@@ -39,3 +40,18 @@ def _no_real_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, _model_cac
     monkeypatch.delenv("DEPTHSTREAM_WEIGHTS", raising=False)
     monkeypatch.setenv("DEPTHSTREAM_WEIGHTS_URL", "http://127.0.0.1:9/unreachable.pt")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+
+@pytest.fixture
+def cheap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replace the network with the cheap test double (``support.fakes.cheap_estimator``)."""
+    monkeypatch.setattr("stream.inference.create_estimator", lambda *a, **k: cheap_estimator())
+
+
+@pytest.fixture
+def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail if the network is made: user mistakes must be reported before that."""
+    def create(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the inputs and outputs were checked")
+
+    monkeypatch.setattr("stream.inference.create_estimator", create)

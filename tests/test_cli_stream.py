@@ -41,21 +41,6 @@ from stream.transforms import to_rgb
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def cheap(monkeypatch):
-    """Replace the network with the cheap test double."""
-    monkeypatch.setattr("stream.inference.create_estimator", lambda *a, **k: cheap_estimator())
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    """Fail if the weights are loaded: bad inputs must be reported before that."""
-    def create(*args, **kwargs):
-        raise AssertionError("the model was loaded before the input/output checks")
-
-    monkeypatch.setattr("stream.inference.create_estimator", create)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,7 +13,6 @@ import av
 import numpy as np
 import pytest
 from support.clips import make_clip, read_video
-from support.fakes import cheap_estimator
 
 from cli import main
 from stream.errors import SourceError
@@ -47,11 +46,6 @@ def damage_ts(path: Path, out: Path, kinds: tuple[str, ...] = ("audio", "video")
         data[begin:begin + 16] = rng.integers(0, 256, 16, np.uint8).tobytes()
     out.write_bytes(data)
     return out
-
-
-@pytest.fixture
-def cheap(monkeypatch):
-    monkeypatch.setattr("stream.inference.create_estimator", lambda *a, **k: cheap_estimator())
 
 
 @pytest.mark.parametrize("suffix, codec", [(".mp4", "aac"), (".webm", "opus")])

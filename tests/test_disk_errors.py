@@ -21,7 +21,6 @@ import cv2
 import numpy as np
 import pytest
 from support.clips import make_clip, pattern
-from support.fakes import cheap_estimator
 
 from cli import main
 
@@ -58,20 +57,6 @@ def read_only_folder(tmp_path: Path) -> Iterator[Path]:
         yield folder
     finally:
         folder.chmod(0o755)
-
-
-@pytest.fixture
-def cheap(monkeypatch):
-    monkeypatch.setattr("stream.inference.create_estimator", lambda *a, **k: cheap_estimator())
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    """Fail if the network is made: these mistakes must be found before that."""
-    def create(*args, **kwargs):
-        raise AssertionError("the model was loaded before the outputs were checked")
-
-    monkeypatch.setattr("stream.inference.create_estimator", create)
 
 
 def _one_line_error(capsys) -> str:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from support.clips import make_clip
-from support.fakes import cheap_estimator
 
 from cli import main
 from stream.errors import SinkError
@@ -121,11 +120,6 @@ def test_check_not_input_sees_links(tmp_path):
 
 
 # --------------------------------------------------------------------------- through the CLI
-
-
-@pytest.fixture
-def cheap(monkeypatch):
-    monkeypatch.setattr("stream.inference.create_estimator", lambda *a, **k: cheap_estimator())
 
 
 def test_cli_outputs_are_0644_also_after_overwrite(tmp_path, umask022, cheap):

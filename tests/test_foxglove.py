@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 from mcap.reader import make_reader
 from support.clips import NTSC, make_clip, read_video
-from support.fakes import cheap_estimator
 from websockets.sync.client import connect
 
 from cli import main
@@ -35,12 +34,6 @@ SCHEMAS = {
 }
 # The protocol's names: the SDK's current one, and the original (older servers).
 SUBPROTOCOLS = ["foxglove.sdk.v1", "foxglove.websocket.v1"]
-
-
-@pytest.fixture
-def cheap(monkeypatch):
-    """Replace the network with the cheap test double."""
-    monkeypatch.setattr("stream.inference.create_estimator", lambda *a, **k: cheap_estimator())
 
 
 def _free_port() -> int:

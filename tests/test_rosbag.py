@@ -33,12 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
 
 
-@pytest.fixture
-def cheap(monkeypatch):
-    """Replace the network with the cheap test double."""
-    monkeypatch.setattr("stream.inference.create_estimator", lambda *a, **k: cheap_estimator())
-
-
 def read_bag(path: Path) -> dict[str, list[tuple[int, object]]]:
     """``{topic: [(bag timestamp ns, message), ...]}`` of a bag, with each topic's type."""
     messages: dict[str, list[tuple[int, object]]] = {}

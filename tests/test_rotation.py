@@ -19,7 +19,6 @@ import cv2
 import numpy as np
 import pytest
 from support.clips import pattern, read_video
-from support.fakes import cheap_estimator
 
 from cli import main
 from stream.sources import FileSource
@@ -75,11 +74,6 @@ def make_rotated_clip(path: Path, clockwise: int, frames: int = 6, how: str = "m
             for packet in sound.encode():
                 container.mux(packet)
     return path
-
-
-@pytest.fixture
-def cheap(monkeypatch):
-    monkeypatch.setattr("stream.inference.create_estimator", lambda *a, **k: cheap_estimator())
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> bool:

@@ -15,7 +15,6 @@ import av
 import numpy as np
 import pytest
 from support.clips import make_clip, read_video
-from support.fakes import cheap_estimator
 
 from cli import main
 from stream.errors import ConfigError
@@ -176,19 +175,6 @@ def test_stream_settings_group_the_encoder():
 
 
 # --------------------------------------------------------------------------- cli
-
-
-@pytest.fixture
-def cheap(monkeypatch):
-    monkeypatch.setattr("stream.inference.create_estimator", lambda *a, **k: cheap_estimator())
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    def create(*args, **kwargs):
-        raise AssertionError("the model was loaded before the encoder options were checked")
-
-    monkeypatch.setattr("stream.inference.create_estimator", create)
 
 
 def test_convert_with_encoder_options_reports_size_and_bitrate(cheap, tmp_path, capsys):
