@@ -41,17 +41,24 @@ CHEAP = "support.fakes:cheap_estimator"
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[str]:
-    """One local Ray instance (2 CPUs) for the module; workers can import ``support``."""
+    """One local Ray instance (2 CPUs) for the module; workers can import ``support``.
+
+    Ray's variables stay set afterwards (its token is read once per process); the
+    ``PYTHONPATH`` the workers needed is put back.
+    """
     from stream.batch import engine
 
-    paths = [str(TESTS), str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(
-        os.pathsep))]
+    before = os.environ.get("PYTHONPATH")
+    paths = [str(TESTS), str(ROOT), *filter(None, (before or "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    address = engine.start_local(num_cpus=2)
     try:
-        yield address
+        yield engine.start_local(num_cpus=2)
     finally:
         ray.shutdown()
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 def _default_signals() -> None:

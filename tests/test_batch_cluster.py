@@ -31,8 +31,8 @@ def two_nodes() -> Iterator[list[str]]:
 
     from stream.batch import engine
 
-    paths = [str(ROOT / "tests"), *filter(None, os.environ.get("PYTHONPATH", "").split(
-        os.pathsep))]
+    before = os.environ.get("PYTHONPATH")
+    paths = [str(ROOT / "tests"), *filter(None, (before or "").split(os.pathsep))]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     engine.local_env()
     cluster = Cluster(initialize_head=True,
@@ -45,6 +45,10 @@ def two_nodes() -> Iterator[list[str]]:
     finally:
         ray.shutdown()
         cluster.shutdown()
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 def test_two_nodes_share_the_work(two_nodes: list[str], tmp_path: Path) -> None:
