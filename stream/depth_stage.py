@@ -24,7 +24,6 @@ from .records import DepthFrame, Frame
 from .settings import StreamSettings
 from .smoothing import TemporalSmoother
 from .stats import Tally
-from .transforms import to_rgb
 
 if TYPE_CHECKING:
     from .camera import StreamCamera
@@ -54,6 +53,14 @@ class ColourRange(Protocol):
 
     def reset(self) -> None:
         """Forget the past."""
+
+
+def _rgb_view(bgr: np.ndarray) -> np.ndarray:
+    """The RGB picture of a BGR frame as a view, not a copy.
+
+    The network input is made from it without a full-size copy.
+    """
+    return bgr[:, :, ::-1]
 
 
 def make_smoother(settings: StreamSettings) -> Smoother | None:
@@ -138,7 +145,7 @@ class DepthStage:
         """``(frame, depth, inference_ms)`` in order, for the frames the capture queued."""
         if self.live:
             while (frame := take(frames, stop)) is not None:
-                depth, ms = self.estimator.predict(to_rgb(frame.image, "bgr"))
+                depth, ms = self.estimator.predict(_rgb_view(frame.image))
                 yield frame, depth, ms
             return
         # The time spent waiting for input is not the network's.
@@ -151,7 +158,7 @@ class DepthStage:
                 waited[0] += time.perf_counter() - start
                 if frame is None:
                     return
-                yield frame, to_rgb(frame.image, "bgr")
+                yield frame, _rgb_view(frame.image)
 
         outputs = self.estimator.predict_many(inputs())
         try:

@@ -60,6 +60,15 @@ def _lower_thread_priority(increment: int) -> None:
         pass
 
 
+QUEUE_BUDGET_BYTES = 256 << 20
+"""About how much each queue between two threads may hold (at least one frame)."""
+
+
+def _frames_within(queue_size: int, frame_bytes: int) -> int:
+    """``queue_size``, or fewer frames when that many would pass the queue's byte budget."""
+    return max(1, min(queue_size, QUEUE_BUDGET_BYTES // max(1, frame_bytes)))
+
+
 class Pipeline:
     """Three threads (capture, inference, render) from a source through the model to sinks.
 
@@ -106,8 +115,13 @@ class Pipeline:
         self.stop_event = stop_event or threading.Event()
         self.live = source.info.live
         policy = DropPolicy.LATEST if self.live else DropPolicy.BLOCK
-        self._frames: FrameQueue[Frame] = FrameQueue(policy, self.settings.queue_size)
-        self._depths: FrameQueue[DepthFrame] = FrameQueue(policy, self.settings.queue_size)
+        # Frames (BGR) and DepthFrames (BGR, depth, network depth) of large videos hold
+        # hundreds of megabytes each: the queues are bounded in bytes as well as frames.
+        pixels = source.info.width * source.info.height
+        self._frames: FrameQueue[Frame] = FrameQueue(
+            policy, _frames_within(self.settings.queue_size, pixels * 3))
+        self._depths: FrameQueue[DepthFrame] = FrameQueue(
+            policy, _frames_within(self.settings.queue_size, pixels * 11))
         self.depth_stage = DepthStage(
             estimator, smoother if smoother is not None else make_smoother(self.settings),
             colour_range, live=self.live, close_estimator=close_estimator)

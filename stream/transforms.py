@@ -83,13 +83,38 @@ def to_rgb(image: np.ndarray, order: str = "bgr") -> np.ndarray:
     return np.ascontiguousarray(image[:, :, :3])
 
 
+_BANDED_PIXELS = 4096 * 4096
+_BAND_ROWS = 256
+
+
+def _resize_banded(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """The float bicubic resize of a large uint8 picture without a full-size float copy.
+
+    OpenCV's cubic resize is separable: the columns are resized band by band of rows (a
+    band's float copy is small; the row scale of one leaves the rows as they are), then
+    the narrow result is resized down the rows. Equal to the one-step resize to float
+    rounding.
+    """
+    h, w = size_hw
+    narrow = np.empty((rgb.shape[0], w, 3), np.float32)
+    scale = np.float32(1.0 / 255.0)
+    for top in range(0, rgb.shape[0], _BAND_ROWS):
+        band = rgb[top:top + _BAND_ROWS].astype(np.float32) * scale
+        narrow[top:top + band.shape[0]] = cv2.resize(band, (w, band.shape[0]),
+                                                     interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(narrow, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
 def normalize(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """Float32 ``[3, h, w]`` network input from an RGB uint8 picture, resized to ``size_hw``."""
     h, w = size_hw
     # Resize the float picture, not the uint8 one: uint8 rounding and clipping of the
     # bicubic overshoot move the result visibly away from the reference.
-    img = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
-    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
+    if rgb.shape[0] * rgb.shape[1] <= _BANDED_PIXELS:
+        img = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
+    else:
+        img = _resize_banded(rgb, (h, w))
     img = (img - MEAN_RGB) / STD_RGB
     return np.ascontiguousarray(img.transpose(2, 0, 1))
 
