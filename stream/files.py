@@ -1,7 +1,7 @@
 """Files: the one way depthstream puts a file (or cache folder) at its final path.
 
 Touches files; starts no threads. Every output is first written to a temporary in the
-same folder, named ``<name>.ds<pid>-<token>.part``, flushed and renamed into place, and
+same folder, named ``<name>.ds<host>-<pid>-<token>.part``, flushed and renamed into place, and
 removed on every failure path, so a final path holds either nothing or a whole file.
 Temporaries are created with the mode the umask gives (like any file the user makes),
 not ``mkstemp``'s 0600. A temporary left by a process that died (``kill -9``) is
@@ -16,11 +16,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
+import socket
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -43,9 +45,19 @@ __all__ = [
 ]
 
 PART_SUFFIX = ".part"
-_PART_RE = re.compile(r"^(?P<name>.+)\.ds(?P<pid>\d+)-[0-9a-f]{8}\.part$")
+_PART_RE = re.compile(
+    r"^(?P<name>.+)\.ds(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}\.part$")
 _swept: set[Path] = set()
 _swept_lock = threading.Lock()
+
+
+def _host_tag() -> str:
+    """A short tag of this machine's name.
+
+    On storage shared between machines only this machine's dead writers are recognised
+    as dead: a pid means nothing on another machine.
+    """
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 
 
 def _reason(exc: OSError) -> str:
@@ -77,7 +89,8 @@ def remove_stale_parts(folder: str | os.PathLike) -> list[Path]:
         return removed
     for entry in entries:
         match = _PART_RE.match(entry.name)
-        if match is None or _pid_alive(int(match["pid"])):
+        if (match is None or match["host"] != _host_tag()
+                or _pid_alive(int(match["pid"]))):
             continue
         try:
             if entry.is_dir() and not entry.is_symlink():
@@ -99,7 +112,8 @@ def _sweep_once(folder: Path) -> None:
 
 
 def _part_name(target: Path) -> Path:
-    return target.with_name(f"{target.name}.ds{os.getpid()}-{secrets.token_hex(4)}{PART_SUFFIX}")
+    tag = f"ds{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
+    return target.with_name(f"{target.name}.{tag}{PART_SUFFIX}")
 
 
 class PartFile:

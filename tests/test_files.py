@@ -16,6 +16,7 @@ from cli import main
 from stream.errors import SinkError
 from stream.files import (
     PartFile,
+    _host_tag,
     atomic_dir,
     atomic_open,
     check_not_input,
@@ -99,13 +100,17 @@ def test_stale_parts_of_dead_processes_are_removed(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     pid = int(dead.stdout)
-    stale = tmp_path / f"out.mp4.ds{pid}-0123abcd.part"
-    mine = tmp_path / f"out.mp4.ds{os.getpid()}-0123abcd.part"
+    host = _host_tag()
+    stale = tmp_path / f"out.mp4.ds{host}-{pid}-0123abcd.part"
+    mine = tmp_path / f"out.mp4.ds{host}-{os.getpid()}-0123abcd.part"
+    elsewhere = ("0" if host[0] != "0" else "1") + host[1:]
+    other_host = tmp_path / f"out.mp4.ds{elsewhere}-{pid}-0123abcd.part"
     foreign = tmp_path / "notes.part"
-    for p in (stale, mine, foreign):
+    for p in (stale, mine, other_host, foreign):
         p.write_bytes(b"x")
     assert remove_stale_parts(tmp_path) == [stale]
-    assert mine.exists() and foreign.exists() and not stale.exists()
+    assert mine.exists() and foreign.exists() and other_host.exists() and not stale.exists()
+    assert PartFile(tmp_path / "x.mp4").path.name.startswith(f"x.mp4.ds{host}-{os.getpid()}-")
 
 
 def test_check_not_input_sees_links(tmp_path):
