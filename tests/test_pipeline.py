@@ -19,18 +19,18 @@ import pytest
 from support.clips import make_clip, pattern, read_video
 from support.fakes import cheap_estimator
 
-from stream.colormap import DisplayRange
-from stream.errors import ConfigError, PipelineError, SourceError
 from stream.builder import convert
+from stream.colormap import DisplayRange
 from stream.depth_stage import make_smoother
+from stream.errors import ConfigError, PipelineError, SourceError
 from stream.pipeline import Pipeline
 from stream.queues import END, DropPolicy, FrameQueue, QueueSink
 from stream.records import Frame, VideoInfo
 from stream.settings import Layout, StreamSettings
 from stream.sinks import CallbackSink, Sink
+from stream.sources import FileSource, Source
 from stream.stats import RunStats
 from stream.video_sink import VideoFileSink
-from stream.sources import FileSource, Source
 
 
 class ListSource(Source):

@@ -19,12 +19,12 @@ from support.fakes import cheap_estimator
 
 from stream.errors import ConfigError, SinkError
 from stream.pipeline import Pipeline
-from stream.settings import RawFormat, StreamSettings
-from stream.stats import RunStats
 from stream.publisher import HEADER_VERSION, ZmqPublisher, decode_message
 from stream.records import DepthFrame
+from stream.settings import RawFormat, StreamSettings
 from stream.sinks import RawDepthSink, Sink, write_depth_raw
 from stream.sources import FileSource
+from stream.stats import RunStats
 
 LOCAL = "tcp://127.0.0.1:*"
 

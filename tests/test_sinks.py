@@ -18,9 +18,9 @@ from stream.records import DepthFrame, VideoInfo
 from stream.render import Renderer
 from stream.settings import Layout, RawFormat
 from stream.sinks import CallbackSink, RawDepthSink, SinkContext, depth_to_u16
+from stream.sources import FileSource
 from stream.video_sink import VideoFileSink
 from stream.window import check_display
-from stream.sources import FileSource
 
 
 def _depth_frame(index: int, size_wh=(64, 48), timestamp=None, pts=None) -> DepthFrame:
