@@ -6,7 +6,6 @@ import hmac
 import io
 import json
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 from flask import Flask
 from support.fakes import cheap_estimator
-from support.web import multipart, png_bytes, running
+from support.web import multipart, png_bytes, running, send_head
 
 from stream.errors import ConfigError, SourceError
 from stream.web import create_app
@@ -146,16 +145,10 @@ def test_a_token_is_made_up_off_this_machine(monkeypatch: pytest.MonkeyPatch) ->
 def test_a_body_without_the_token_is_refused_before_it_is_read(app: Flask) -> None:
     """Over waitress: the headers decide; the 10 MB body is never sent (100-continue)."""
     with running(app, token=TOKEN) as client:
-        with socket.create_connection(("127.0.0.1", client.port), timeout=30) as sock:
-            sock.sendall(b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                         b"Content-Type: multipart/form-data; boundary=x\r\n"
-                         b"Expect: 100-continue\r\nContent-Length: 10000000\r\n\r\n")
-            answer = b""
-            while b"}" not in answer:
-                chunk = sock.recv(65536)
-                assert chunk, answer
-                answer += chunk
-        head, _, body = answer.partition(b"\r\n\r\n")
+        head, body = send_head(client.port, (
+            b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 10000000\r\n\r\n"))
         assert head.startswith(b"HTTP/1.1 401"), head
         assert b"www-authenticate: bearer" in head.lower()
         assert json.loads(body)["status"] == 401

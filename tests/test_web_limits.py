@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from support.clips import make_clip
 from support.fakes import cheap_estimator
-from support.web import Http, multipart, png_bytes, running
+from support.web import Http, multipart, png_bytes, running, send_head
 
 from stream.inference import DepthEstimator
 from stream.web import MB, DepthServer, ServerConfig, create_app
@@ -284,16 +284,10 @@ def _two_mb_upload() -> tuple[bytes, dict[str, str]]:
 def test_a_body_over_the_limit_is_refused_on_its_header(tmp_path: Path) -> None:
     app = create_app(tmp_path, cheap_estimator, max_image_mb=0.5, max_video_mb=1, start=False)
     with running(app) as client:
-        with socket.create_connection(("127.0.0.1", client.port), timeout=30) as sock:
-            sock.sendall(b"POST /api/jobs HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                         b"Content-Type: multipart/form-data; boundary=b\r\n"
-                         b"Content-Length: 50000000000\r\n\r\n")
-            answer = b""
-            while b"}" not in answer:
-                chunk = sock.recv(65536)
-                assert chunk, answer
-                answer += chunk
-        head, _, body = answer.partition(b"\r\n\r\n")
+        head, body = send_head(client.port, (
+            b"POST /api/jobs HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 50000000000\r\n\r\n"))
         assert head.startswith(b"HTTP/1.1 413"), head
         assert json.loads(body)["error"] == ("the file is too large: pictures may be up to "
                                              "0.5 MB, videos up to 1 MB")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import socket
 import threading
 import time
 import uuid
@@ -104,3 +105,16 @@ def running(app: Flask, token: str | None = None, close_app: bool = True) -> Ite
         httpd.request_stop()
         thread.join(15)
         assert not thread.is_alive(), "the server did not stop"
+
+
+def send_head(port: int, head: bytes) -> tuple[bytes, bytes]:
+    """Send only a request's head (no body) and read the JSON answer: ``(head, body)``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        answer = b""
+        while b"}" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    head_out, _, body = answer.partition(b"\r\n\r\n")
+    return head_out, body
