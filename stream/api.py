@@ -27,7 +27,7 @@ import numpy as np
 
 from .builder import build_sinks, closing_on_error, open_source, robot_camera, stamp_start_unix_s
 from .errors import ConfigError, PipelineError, StreamError
-from .inference import DepthEstimator, create_estimator
+from .inference import DepthEstimator, SharedEstimator, create_estimator
 from .pipeline import Pipeline
 from .queues import DropPolicy, QueueSink
 from .records import DepthFrame, Frame, VideoInfo
@@ -41,10 +41,10 @@ if TYPE_CHECKING:
 
 __all__ = ["estimate", "clear_cache", "DepthStream"]
 
-# One estimator per (weights, backend, precision): loading the checkpoint and building the network
-# takes far longer than one inference. Each has its own lock, as a backend's inference
-# request may not be safe to share between threads.
-_cache: dict[tuple[str | None, str, str], tuple[DepthEstimator, threading.Lock]] = {}
+# One estimator per (weights, backend, precision): loading the checkpoint and building the
+# network takes far longer than one inference. Each is a SharedEstimator (it owns its
+# lock), as a backend's inference request may not be safe to share between threads.
+_cache: dict[tuple[str | None, str, str], SharedEstimator] = {}
 _cache_lock = threading.Lock()
 
 
@@ -59,13 +59,13 @@ def _weights_key(weights: str | os.PathLike | None) -> str | None:
 
 
 def _estimator(weights: str | os.PathLike | None, backend: str,
-               precision: str = "auto") -> tuple[DepthEstimator, threading.Lock]:
+               precision: str = "auto") -> SharedEstimator:
     key = (_weights_key(weights), backend, precision)
     with _cache_lock:
         # Built under the lock: two threads asking at once load the weights once.
         if key not in _cache:
-            _cache[key] = (create_estimator(weights, backend, precision=precision),
-                           threading.Lock())
+            _cache[key] = SharedEstimator(create_estimator(weights, backend,
+                                                           precision=precision))
         return _cache[key]
 
 
@@ -74,9 +74,8 @@ def clear_cache() -> None:
     with _cache_lock:
         entries = list(_cache.values())
         _cache.clear()
-    for estimator, lock in entries:
-        with lock:
-            estimator.close()
+    for estimator in entries:
+        estimator.close()  # after a call in progress ends
 
 
 def estimate(
@@ -121,9 +120,8 @@ def estimate(
         rgb = to_rgb(image, "rgb")
     else:
         raise ConfigError(f"image must be a numpy array or a path, got {type(image).__name__}")
-    estimator, lock = _estimator(weights, backend, getattr(precision, "value", precision))
-    with lock:
-        depth, _ = estimator.predict(rgb)
+    estimator = _estimator(weights, backend, getattr(precision, "value", precision))
+    depth, _ = estimator.predict(rgb)
     return depth
 
 
