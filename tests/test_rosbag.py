@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
-from support.clips import NTSC, make_clip, pattern, read_video
+from support.clips import NTSC, make_clip, mux_frames, pattern, read_video
 from support.fakes import CheapBackend, cheap_estimator
 
 from cli import main
@@ -193,13 +193,7 @@ def _clip_with_creation_time(path: Path, when: str, frames: int = 5) -> Path:
         container.metadata["creation_time"] = when
         stream = container.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(pattern(index, (64, 48)), format="bgr24")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        mux_frames(container, stream, (pattern(i, (64, 48)) for i in range(frames)))
     return path
 
 

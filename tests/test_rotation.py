@@ -18,7 +18,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from support.clips import pattern, read_video
+from support.clips import mux_frames, pattern, read_video
 
 from cli import main
 from stream.sources import FileSource
@@ -171,13 +171,7 @@ def _encode(path: Path, images: list[np.ndarray]) -> Path:
         stream = container.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p"
         stream.options = {"preset": "ultrafast", "qp": "0"}
-        for index, image in enumerate(images):
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        mux_frames(container, stream, images)
     return path
 
 

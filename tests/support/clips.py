@@ -9,6 +9,7 @@ Every test that needs a video makes its own in its ``tmp_path``::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -97,6 +98,18 @@ def make_clip(
         if sound is not None:
             _write_tone(container, sound, float(pts * time_base))
     return path
+
+
+def mux_frames(container: av.container.OutputContainer, stream: av.VideoStream,
+               images: Iterable[np.ndarray]) -> None:
+    """Encode BGR ``images`` into ``stream`` with pts 0, 1, 2... and flush the encoder."""
+    for index, image in enumerate(images):
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts = index
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
 
 
 def make_audio_only(path: str | Path, seconds: float = 1.0) -> Path:
