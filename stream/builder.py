@@ -323,10 +323,11 @@ def run(pipeline: Pipeline, stop_timeout_s: float = 60.0) -> RunStats:
         raise
     finally:
         path = pipeline.settings.stats_path
-        if path is not None and pipeline.stats().elapsed_s > 0:
+        stats = pipeline.stats() if path is not None else None
+        if stats is not None and stats.elapsed_s > 0:
             describe = getattr(pipeline.estimator, "describe", None)
             model = describe() if describe is not None else None  # precision, int8 check
-            write_json_atomic(path, {**pipeline.stats().to_dict(), "model": model})
+            write_json_atomic(path, {**stats.to_dict(), "model": model})
 
 
 def convert(
