@@ -81,11 +81,15 @@ class DepthStage:
         close_estimator: close the estimator when :meth:`run` ends.
         camera: the stream's camera (:class:`stream.camera.StreamCamera`); each
             DepthFrame gets its model, with the metric fit when known distances are set.
+        keep_network_depth: give smoothed DepthFrames the network's own depth as
+            ``raw_depth`` (a full-size float map each); off, ``raw_depth`` stays ``None``.
     """
 
     def __init__(self, estimator: DepthEstimator, smoother: Smoother | None,
                  colour_range: ColourRange | None = None, live: bool = False,
-                 close_estimator: bool = False, camera: StreamCamera | None = None) -> None:
+                 close_estimator: bool = False, camera: StreamCamera | None = None,
+                 keep_network_depth: bool = True) -> None:
+        self.keep_network_depth = keep_network_depth
         self.estimator = estimator
         self.camera = camera
         self.smoother = smoother
@@ -122,8 +126,9 @@ class DepthStage:
         raw_depth = None
         cut = False
         if self.smoother is not None:
-            raw_depth = np.asarray(depth, dtype=np.float32)
-            depth = self.smoother.update(raw_depth, frame.image)
+            network = np.asarray(depth, dtype=np.float32)
+            depth = self.smoother.update(network, frame.image)
+            raw_depth = network if self.keep_network_depth else None
             cut = bool(getattr(self.smoother, "scene_cut", False))
             if cut:
                 self.colour_range.reset()  # a new scale: the old range means nothing

@@ -118,13 +118,16 @@ class Pipeline:
         # Frames (BGR) and DepthFrames (BGR, depth, network depth) of large videos hold
         # hundreds of megabytes each: the queues are bounded in bytes as well as frames.
         pixels = source.info.width * source.info.height
+        network_depth = any(getattr(sink, "needs_network_depth", False) for sink in self.sinks)
         self._frames: FrameQueue[Frame] = FrameQueue(
             policy, _frames_within(self.settings.queue_size, pixels * 3))
         self._depths: FrameQueue[DepthFrame] = FrameQueue(
-            policy, _frames_within(self.settings.queue_size, pixels * 11))
+            policy, _frames_within(self.settings.queue_size,
+                                   pixels * (11 if network_depth else 7)))
         self.depth_stage = DepthStage(
             estimator, smoother if smoother is not None else make_smoother(self.settings),
-            colour_range, live=self.live, close_estimator=close_estimator)
+            colour_range, live=self.live, close_estimator=close_estimator,
+            keep_network_depth=network_depth)
         self._progress = progress
         self._tally = Tally()
         self._threads: list[threading.Thread] = []

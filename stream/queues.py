@@ -145,6 +145,8 @@ class QueueSink(Sink):
         ...         use(frame.depth)
     """
 
+    needs_network_depth = True  # the consumer may read any field
+
     def __init__(self, maxsize: int = 4, policy: DropPolicy | None = None) -> None:
         self._policy = policy
         self._queue: FrameQueue[DepthFrame] = FrameQueue(policy or DropPolicy.BLOCK, maxsize)

@@ -104,7 +104,8 @@ class DepthFrame:
         pts: the source frame's pts (files), else ``None``.
         captured: ``time.monotonic()`` when the source frame was decoded.
         raw_depth: the network's own depth (frame size, its own scale) when ``depth`` is
-            smoothed; ``None`` when ``depth`` already is the network's.
+            smoothed; ``None`` when ``depth`` already is the network's, and in pipelines
+            none of whose sinks reads it (:attr:`stream.sinks.Sink.needs_network_depth`).
         camera: the pinhole model of the input (:class:`stream.camera.PinholeCamera`),
             with the metric fit of this frame when known distances were given; ``None``
             for frames made by hand.

@@ -117,9 +117,14 @@ class Sink:
     All three run on the pipeline's render thread. ``done`` turns True when the sink
     asks the pipeline to stop (a window the user closed); the pipeline then stops
     cleanly, as at the end of the input.
+
+    ``needs_network_depth`` says whether the sink reads ``DepthFrame.raw_depth`` (the
+    network's own depth of a smoothed stream): a full-size float map per frame that the
+    pipeline keeps only when a sink asks for it.
     """
 
     done: bool = False
+    needs_network_depth: bool = False
 
     def open(self, context: SinkContext) -> None:
         """Prepare to receive frames of ``context.info``."""
@@ -140,6 +145,8 @@ class Sink:
 
 class CallbackSink(Sink):
     """Call ``fn(frame)`` for each frame, on the render thread (for in-process consumers)."""
+
+    needs_network_depth = True  # the callback may read any field
 
     def __init__(self, fn: Callable[[DepthFrame], Any]) -> None:
         self.fn = fn
@@ -175,6 +182,7 @@ class RawDepthSink(Sink):
                  overwrite: bool = False, unsmoothed: bool = False) -> None:
         self.folder = Path(folder)
         self.unsmoothed = unsmoothed
+        self.needs_network_depth = unsmoothed
         self.fmt = parse_enum(RawFormat, fmt, "raw format")
         if self.folder.exists() and not self.folder.is_dir():
             raise SinkError(f"raw depth folder is a file: {self.folder}")

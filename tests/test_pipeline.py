@@ -228,6 +228,31 @@ def test_smoothing_stage_and_colour_range_are_pluggable():
         assert g.smoothed is False and (g.lo, g.hi) == default_range.update(g.depth)
 
 
+def test_network_depth_is_kept_only_when_a_sink_reads_it():
+    class Seen(Sink):
+        """A sink that does not read raw_depth: it only keeps what it was given."""
+
+        def __init__(self):
+            self.frames = []
+
+        def write(self, frame):
+            self.frames.append(frame)
+
+    quiet, wanting = Seen(), Seen()
+    Pipeline(ListSource(5), cheap_estimator(), [quiet]).start().join(timeout=30)
+    wanting.needs_network_depth = True
+    Pipeline(ListSource(5), cheap_estimator(), [wanting]).start().join(timeout=30)
+    assert [f.raw_depth for f in quiet.frames] == [None] * 5
+    assert all(f.smoothed for f in quiet.frames + wanting.frames)
+    plain = []
+    Pipeline(ListSource(5), cheap_estimator(), [CallbackSink(plain.append)],
+             StreamSettings(smooth=0)).start().join(timeout=30)
+    for kept, network in zip(wanting.frames, plain):
+        assert np.array_equal(kept.raw_depth, network.depth)
+    # Smoothing changed later frames, so the two depths differ there.
+    assert not np.array_equal(wanting.frames[-1].depth, wanting.frames[-1].raw_depth)
+
+
 def test_settings_validation_and_smoother_switch():
     assert make_smoother(StreamSettings(smooth=0)) is None
     assert make_smoother(StreamSettings()) is not None

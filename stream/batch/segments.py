@@ -233,6 +233,10 @@ class SegmentSinks(Sink):
     def done(self) -> bool:  # noqa: D102
         return any(sink.done for sink in self.sinks)
 
+    @property
+    def needs_network_depth(self) -> bool:  # noqa: D102
+        return any(sink.needs_network_depth for sink in self.sinks)
+
     def open(self, context: SinkContext) -> None:  # noqa: D102
         for sink in self.sinks:
             sink.open(context)
