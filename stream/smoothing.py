@@ -9,7 +9,8 @@ did, so moving things leave no ghosts. A scene cut (most pixels change) starts a
 
 All decisions are made on a low-resolution grid (about 80 pixels on the long side); only
 the final blend runs at full resolution, so the cost is a few passes over the depth map.
-No look-ahead: it works live. Starts no threads, touches no files.
+Large maps are blended in bands of rows: apart from the new estimate no full-size array
+is made. No look-ahead: it works live. Starts no threads, touches no files.
 
 Example:
     >>> smoother = TemporalSmoother(strength=0.8)
@@ -64,6 +65,9 @@ _CUT_DEPTH = 0.1
 _CUT_SPREAD = 1.0 / 3.0
 # ... in the picture: by more than this many grey levels.
 _CUT_IMAGE = 20.0
+# Maps with more pixels than this are blended in bands of about this many pixels, so
+# the temporaries of the blend stay small however large the picture.
+_BAND_PIXELS = 1 << 21
 
 
 class TemporalSmoother:
@@ -133,7 +137,8 @@ class TemporalSmoother:
                 regions of flat depth.
 
         Returns:
-            float32 ``[H, W]``, a new array, in the scale of the running estimate. With
+            float32 ``[H, W]``, a new read-only array (the smoother's own running
+            estimate, so it is not copied), in the scale of the running estimate. With
             ``strength == 0`` the input itself (as float32) comes back.
 
         Raises:
@@ -144,7 +149,8 @@ class TemporalSmoother:
             self._scene_cut = False
             return depth.astype(np.float32, copy=False)
         depth = depth.astype(np.float32, copy=False)
-        if not np.isfinite(depth).all():
+        # A NaN or an infinity shows in the extremes (and that needs no full-size mask).
+        if not (math.isfinite(depth.min()) and math.isfinite(depth.max())):
             depth = _finite(depth)
         gray = None if frame is None else self._small_gray(frame, depth.shape)
         if self._estimate is None or self._estimate.shape != depth.shape:
@@ -154,11 +160,12 @@ class TemporalSmoother:
             return self._restart(depth, gray)
         estimate, small = self._blend(depth, fit)
         self._hold_range(estimate, small)
+        estimate.flags.writeable = False  # handed out as it is: nobody may change it
         self._estimate = estimate
         self._small = small
         self._gray = gray
         self._scene_cut = False
-        return estimate.copy()
+        return estimate
 
     # -- internals ---------------------------------------------------------------------
 
@@ -181,25 +188,59 @@ class TemporalSmoother:
         return _Fit(scale, shift, span, resid_small, image_change)
 
     def _blend(self, depth: np.ndarray, fit: _Fit) -> tuple[np.ndarray, np.ndarray]:
-        """The new estimate at full resolution and on the grid: change-aware blend."""
+        """The new estimate at full resolution and on the grid: change-aware blend.
+
+        Three passes over bands of rows (one band for all but large maps): the aligned
+        prediction's difference from the estimate, written where the new estimate goes;
+        its largest size per grid cell; then the blend, in place.
+        """
         est = self._estimate
-        # Full resolution: the aligned prediction's difference from the estimate.
-        delta = cv2.addWeighted(depth, fit.scale, est, -1.0, fit.shift)
-        alpha_small = self._blend_weights(delta, fit)
-        alpha = cv2.resize(alpha_small, depth.shape[::-1], interpolation=cv2.INTER_LINEAR)
-        delta *= alpha
-        delta += est
+        out = np.empty_like(est)
+        for top, bottom in self._row_bands:
+            cv2.addWeighted(depth[top:bottom], fit.scale, est[top:bottom], -1.0, fit.shift,
+                            dst=out[top:bottom])
+        alpha_small = self._blend_weights(self._pooled_change(out), fit)
+        for top, bottom in self._row_bands:
+            band = out[top:bottom]
+            band *= self._alpha_rows(alpha_small, top, bottom)
+            band += est[top:bottom]
         # Keep the grid estimate by the same blend on the grid: one full-size resize less.
         small = self._small + alpha_small * (fit.resid_small.astype(np.float32))
-        return delta, small
+        return out, small
 
-    def _blend_weights(self, delta: np.ndarray, fit: _Fit) -> np.ndarray:
+    def _pooled_change(self, delta: np.ndarray) -> np.ndarray:
+        """The largest ``|delta|`` in each grid cell, band by band of cell rows.
+
+        A one-pixel sliver of change (a slow mover's trailing edge) still marks its cell.
+        The dilation window is anchored at its top-left corner, where each cell starts.
+        """
+        pooled = np.empty(self._small_wh[::-1], np.float32)
+        rows = self._cell_rows[:, 0]
+        for first, last in self._cell_bands:
+            top = int(rows[first])
+            bottom = min(delta.shape[0], int(rows[last - 1]) + self._block)
+            band = cv2.dilate(np.abs(delta[top:bottom]), self._kernel, anchor=(0, 0))
+            pooled[first:last] = band[self._cell_rows[first:last] - top, self._cell_cols]
+        return pooled
+
+    def _alpha_rows(self, alpha_small: np.ndarray, top: int, bottom: int) -> np.ndarray:
+        """Rows ``top:bottom`` of the weights bilinearly upsampled to full resolution.
+
+        One band: ``cv2.resize``. Bands: the same mapping (pixel centres, edges
+        replicated) as an affine warp of just those rows, equal to the resize's rows.
+        """
+        h, w = self._estimate.shape
+        if (top, bottom) == (0, h):
+            return cv2.resize(alpha_small, (w, h), interpolation=cv2.INTER_LINEAR)
+        sh, sw = alpha_small.shape
+        to_grid = np.array([[sw / w, 0.0, 0.5 * sw / w - 0.5],
+                            [0.0, sh / h, (top + 0.5) * sh / h - 0.5]])
+        return cv2.warpAffine(alpha_small, to_grid, (w, bottom - top),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    def _blend_weights(self, pooled: np.ndarray, fit: _Fit) -> np.ndarray:
         """Per-cell share of the new prediction: static weight, up to 1 where things changed."""
-        # Depth change on the grid: the largest |delta| in each cell, so a one-pixel sliver
-        # of change (a slow mover's trailing edge) still marks its cell. The window is
-        # anchored at its top-left corner, which is where each cell starts.
-        pooled = cv2.dilate(np.abs(delta), self._kernel, anchor=(0, 0))
-        pooled = pooled[self._cell_rows, self._cell_cols]
         change = _ramp(pooled, _CHANGE_FLOOR * fit.span, _CHANGE_CAP * fit.span)
         if fit.image_change is not None:
             np.maximum(change, fit.image_change, out=change)
@@ -234,7 +275,14 @@ class TemporalSmoother:
         # First full-resolution row and column of each grid cell.
         self._cell_rows = (np.arange(self._small_wh[1]) * h // self._small_wh[1])[:, None]
         self._cell_cols = (np.arange(self._small_wh[0]) * w // self._small_wh[0])[None, :]
+        # Bands of whole cell rows, about _BAND_PIXELS each (one band for most maps).
+        per_band = max(1, _BAND_PIXELS // (self._block * w)) if h * w > _BAND_PIXELS else h
+        cells = self._small_wh[1]
+        self._cell_bands = [(i, min(cells, i + per_band)) for i in range(0, cells, per_band)]
+        starts = [int(self._cell_rows[first, 0]) for first, _ in self._cell_bands]
+        self._row_bands = list(zip([0, *starts[1:]], [*starts[1:], h]))
         self._estimate = depth.copy()
+        self._estimate.flags.writeable = False
         self._small = cv2.resize(self._estimate, self._small_wh, interpolation=cv2.INTER_AREA)
         lo, hi = np.percentile(self._small, (2.0, 98.0))
         self._range = float(hi - lo) if hi > lo else 1.0
@@ -243,7 +291,7 @@ class TemporalSmoother:
             gray = None
         self._gray = gray
         self._scene_cut = True
-        return depth.copy()
+        return self._estimate
 
     def _small_gray(self, frame: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
         """The picture in grey on the working grid of a depth map of ``shape_hw``."""

@@ -89,7 +89,8 @@ def test_first_frame_comes_back_as_is_and_is_marked_a_start():
     assert smoother.scene_cut
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, depth)
-    out[:] = 0  # the caller owns the output: changing it must not touch the state
+    with pytest.raises(ValueError, match="read-only"):
+        out[:] = 0  # the output is the smoother's state, shared: nobody may change it
     second = smoother.update(depth)
     assert not smoother.scene_cut
     np.testing.assert_allclose(second, depth, atol=1e-5)
@@ -194,6 +195,34 @@ def test_moving_square_leaves_no_ghost(with_picture):
             np.testing.assert_allclose(seen[mask], 1.0, atol=5e-3)
         np.testing.assert_allclose(seen, truth, atol=5e-3)
         previous_mask = mask
+
+
+@pytest.mark.parametrize("band_pixels", [W * 4, W * 9 + 1])
+def test_blending_in_bands_equals_blending_the_whole_map(monkeypatch, band_pixels):
+    """Bands of one or a few cell rows give what one band gives.
+
+    Large maps are blended in bands of rows; here bands are forced on a small one.
+    """
+    import stream.smoothing as smoothing
+
+    rng = np.random.default_rng(5)
+    frames = []
+    for t in range(8):
+        truth, _ = _square_scene(left=8 + 9 * t)
+        scale, shift = _affine(rng, truth)
+        noise = 0.01 * rng.standard_normal(truth.shape).astype(np.float32)
+        frames.append(((scale * truth + shift + noise).astype(np.float32), _picture(truth)))
+    whole = TemporalSmoother(0.9)
+    expected = [whole.update(depth, picture) for depth, picture in frames]
+    assert len(whole._row_bands) == 1
+    monkeypatch.setattr(smoothing, "_BAND_PIXELS", band_pixels)
+    banded = TemporalSmoother(0.9)
+    for (depth, picture), want in zip(frames, expected):
+        got = banded.update(depth, picture)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert len(banded._row_bands) > 3
+    rows = [row for top, bottom in banded._row_bands for row in range(top, bottom)]
+    assert rows == list(range(H))  # the bands cover every row once
 
 
 def test_slow_square_with_noise_leaves_no_ghost():
