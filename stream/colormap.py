@@ -38,11 +38,26 @@ def minmax(depth: np.ndarray) -> tuple[float, float]:
     return float(finite.min()), float(finite.max())
 
 
+# Larger maps are scaled in bands of rows of about this many pixels (small temporaries).
+_BAND_PIXELS = 1 << 21
+
+
 def normalize_depth(depth: np.ndarray, lo: float, hi: float, invert: bool = False) -> np.ndarray:
     """Depth scaled to uint8 0..255: ``lo`` and below -> 0, ``hi`` and above -> 255."""
     span = float(hi) - float(lo)
     if not np.isfinite(span) or span <= 0:
         return np.full(depth.shape, 255 if invert else 0, np.uint8)
+    if depth.ndim < 2 or depth.size <= _BAND_PIXELS:
+        return _scaled(depth, lo, span, invert)
+    out = np.empty(depth.shape, np.uint8)
+    rows = max(1, _BAND_PIXELS // (depth.size // depth.shape[0]))
+    for top in range(0, depth.shape[0], rows):
+        out[top:top + rows] = _scaled(depth[top:top + rows], lo, span, invert)
+    return out
+
+
+def _scaled(depth: np.ndarray, lo: float, span: float, invert: bool) -> np.ndarray:
+    """:func:`normalize_depth` of one band, ``span > 0``."""
     # One float32 buffer, every step in place (a frame per step, no temporaries).
     scaled = np.subtract(depth, np.float32(lo), dtype=np.float32)
     scaled *= np.float32(255.0 / span)

@@ -60,7 +60,7 @@ def _lower_thread_priority(increment: int) -> None:
         pass
 
 
-QUEUE_BUDGET_BYTES = 256 << 20
+QUEUE_BUDGET_BYTES = 128 << 20
 """About how much each queue between two threads may hold (at least one frame)."""
 
 
@@ -256,7 +256,9 @@ class Pipeline:
         deadline = None if duration is None else time.monotonic() + duration
         frames = self.source.frames(stop)
         try:
-            while not stop.is_set():
+            # Decode only when the frame has somewhere to go: a decoded frame waiting
+            # for room is one more picture in memory.
+            while self._frames.wait_for_room(stop) and not stop.is_set():
                 start = time.perf_counter()
                 frame = next(frames, None)
                 if frame is None:

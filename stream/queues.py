@@ -77,6 +77,19 @@ class FrameQueue(Generic[T]):
             self._cond.notify_all()
             return True
 
+    def wait_for_room(self, stop: threading.Event | None = None) -> bool:
+        """Wait until a ``put`` would not block; False if ``stop`` was set meanwhile.
+
+        A producer of large items calls it before making the next one, so that it does
+        not hold a finished item while it waits.
+        """
+        with self._cond:
+            while self.policy is DropPolicy.BLOCK and len(self._items) >= self.maxsize:
+                if stop is not None and stop.is_set():
+                    return False
+                self._cond.wait(POLL_S)
+            return True
+
     def get(self, timeout: float | None = None) -> T | _End:
         """The oldest item, or :data:`END` after ``end()``.
 

@@ -89,6 +89,8 @@ def encoding_for(encoder: EncoderSettings, suffix: str, threads: int = 1) -> Enc
     return Encoding("ffv1", {"level": "3", "slicecrc": "1"}, "bgr0")
 
 _LIVE_TIME_BASE = Fraction(1, 90000)
+# H.264 of pictures larger than 4K UHD is written without B-frames (bounded memory).
+_BFRAMES_MAX_PIXELS = 3840 * 2160
 
 
 def check_video_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -171,7 +173,12 @@ class VideoFileSink(Sink):
             stream.codec_context.thread_count = self.threads
             if encoding.codec_tag is not None:
                 stream.codec_tag = encoding.codec_tag
-            stream.options = dict(encoding.options)
+            options = dict(encoding.options)
+            if encoding.codec_name == "libx264" and width * height > _BFRAMES_MAX_PIXELS:
+                # x264 keeps several full-size frames (with their half-pixel planes) per
+                # B-frame it may place: past 4K that alone runs to gigabytes.
+                options["bf"] = "0"
+            stream.options = options
             self._stream = stream
             if self.audio_from is not None and info.has_audio:
                 self._audio = AudioTrack(self.audio_from, self._output, fmt.audio_codec,

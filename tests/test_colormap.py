@@ -69,3 +69,17 @@ def test_errors() -> None:
 
 def test_minmax_ignores_non_finite() -> None:
     assert minmax(np.array([np.nan, 1.0, 3.0, np.inf], np.float32)) == (1.0, 3.0)
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_large_maps_are_scaled_in_bands_with_the_same_result(monkeypatch, invert) -> None:
+    import stream.colormap as colormap
+
+    rng = np.random.default_rng(2)
+    depth = rng.normal(1.0, 0.5, (37, 50)).astype(np.float32)
+    depth[3, 4], depth[20, 7], depth[36, 49] = np.nan, np.inf, -np.inf
+    whole = normalize_depth(depth, 0.2, 1.8, invert)
+    monkeypatch.setattr(colormap, "_BAND_PIXELS", 50 * 4 + 3)  # bands of 4 rows
+    banded = normalize_depth(depth, 0.2, 1.8, invert)
+    np.testing.assert_array_equal(banded, whole)
+    assert banded.dtype == np.uint8 and whole[3, 4] == (255 if invert else 0)

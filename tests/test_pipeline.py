@@ -79,6 +79,22 @@ def test_frame_queue_block_policy_applies_backpressure_and_ends_after_items():
     assert q.dropped == 0
 
 
+def test_frame_queue_wait_for_room_waits_for_a_get_or_a_stop():
+    q: FrameQueue[int] = FrameQueue(DropPolicy.BLOCK, maxsize=1)
+    assert q.wait_for_room()
+    q.put(1)
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    start = time.monotonic()
+    assert not q.wait_for_room(stop)  # full until the stop
+    assert time.monotonic() - start >= 0.25
+    threading.Timer(0.2, q.get).start()
+    assert q.wait_for_room(threading.Event()) and len(q) == 0
+    latest: FrameQueue[int] = FrameQueue(DropPolicy.LATEST)
+    latest.put(1)
+    assert latest.wait_for_room(stop)  # latest-wins never blocks
+
+
 def test_frame_queue_latest_policy_keeps_newest_and_counts_drops():
     q: FrameQueue[int] = FrameQueue(DropPolicy.LATEST)
     for i in range(5):
@@ -319,3 +335,89 @@ def test_file_conversion_lowers_only_the_io_threads_priority(tmp_path):
              [CallbackSink(lambda f: seen.append(nice()))],
              StreamSettings(smooth=0)).start().join(timeout=30)
     assert seen and set(seen) == {base}
+
+
+def test_live_inference_of_the_next_frame_overlaps_smoothing_and_is_waited_for():
+    """Live, the next frame's inference runs while the current one is smoothed.
+
+    A backend that runs in the background: N frames take about N * max(d, s), not
+    N * (d + s); frames keep their order and their own depth; a request in flight is
+    waited for at the end.
+    """
+    from stream.backends import Backend
+    from stream.inference import DepthEstimator
+
+    d = s = 0.06
+
+    class TimerJob:
+        def __init__(self, output):
+            self.output, self.ready, self.waited = output, threading.Event(), False
+            timer = threading.Timer(d, self.ready.set)
+            timer.daemon = True
+            timer.start()
+
+        def wait(self):
+            self.ready.wait()
+            self.waited = True
+            return self.output
+
+    class Background(Backend):
+        """TEST DOUBLE: the input's mean red level, ready ``d`` after submit returns."""
+
+        submits_in_background = True
+
+        def __init__(self):
+            self.jobs = []
+
+        def infer(self, x):
+            return np.full(x.shape[2:], x[0, 0].mean(), np.float32)
+
+        def submit(self, x):
+            assert all(job.waited for job in self.jobs), "two submissions in flight"
+            self.jobs.append(TimerJob(self.infer(x)))
+            return self.jobs[-1]
+
+    class Sleepy:
+        def __init__(self, fail_at=None):
+            self.calls, self.fail_at = 0, fail_at
+
+        def update(self, depth, image_bgr):
+            self.calls += 1
+            if self.calls == self.fail_at:
+                raise RuntimeError("smoother failed (as asked)")
+            time.sleep(s)
+            return depth
+
+        def reset(self):
+            pass
+
+    class Keep(Sink):
+        def __init__(self):
+            self.frames, self.times = [], []
+
+        def write(self, frame):
+            self.frames.append(frame)
+            self.times.append(time.perf_counter())
+            self.done = len(self.frames) == 16
+
+    backend, sink = Background(), Keep()
+    src = ListSource(5000, live=True, delay_s=0.005)
+    p = Pipeline(src, DepthEstimator(backend), [sink], smoother=Sleepy())
+    p.start().join(timeout=60)
+    assert _threads_joined(p)
+    elapsed = sink.times[-1] - sink.times[0]  # 15 frames
+    assert 15 * max(d, s) * 0.9 < elapsed < 1.5, elapsed  # one after another: 15 * (d + s)
+    indices = [f.index for f in sink.frames]
+    assert indices == sorted(set(indices))  # in order, none twice
+    plain = DepthEstimator(Background())
+    for f in sink.frames:  # each frame with its own picture's depth
+        assert np.array_equal(f.depth, plain.predict(f.image[:, :, ::-1])[0])
+    assert all(job.waited for job in backend.jobs)
+    # A smoother that fails while the next frame is in flight: that request is waited for.
+    backend = Background()
+    p = Pipeline(ListSource(5000, live=True, delay_s=0.005), DepthEstimator(backend), [],
+                 smoother=Sleepy(fail_at=4))
+    with pytest.raises(PipelineError, match="smoother failed"):
+        p.start().join(timeout=60)
+    assert _threads_joined(p)
+    assert len(backend.jobs) == 5 and all(job.waited for job in backend.jobs)

@@ -117,6 +117,22 @@ def test_default_h264_settings_reach_the_encoder(tmp_path):
     assert preset in PRESET_NAMES
 
 
+def test_h264_past_4k_is_written_without_b_frames(tmp_path, monkeypatch):
+    """x264's B-frame lookahead holds gigabytes for 8K pictures: above 4K UHD it is off.
+
+    A real 8K encode takes seconds per frame; the size limit is lowered instead.
+    """
+    import stream.video_sink as video_sink
+
+    _encode(tmp_path / "small.mp4", count=3)
+    assert b"bframes=3" in _stream_text(tmp_path / "small.mp4")
+    assert video_sink._BFRAMES_MAX_PIXELS == 3840 * 2160
+    monkeypatch.setattr(video_sink, "_BFRAMES_MAX_PIXELS", 96 * 64 - 1)
+    _encode(tmp_path / "large.mp4", count=3)
+    assert b"bframes=0" in _stream_text(tmp_path / "large.mp4")
+    assert len(read_video(tmp_path / "large.mp4")["images"]) == 3
+
+
 def test_x265_gets_the_crf(tmp_path):
     _encode(tmp_path / "out.mkv", EncoderSettings("hevc", crf=33, preset="fast"), count=3)
     assert b"crf=33.0" in _stream_text(tmp_path / "out.mkv")
