@@ -124,7 +124,8 @@ class TemporalSmoother:
         self._block = 1
         self._scene_cut = False
 
-    def update(self, depth: np.ndarray, frame: np.ndarray | None = None) -> np.ndarray:
+    def update(self, depth: np.ndarray, frame: np.ndarray | None = None, *,
+               consume: bool = False) -> np.ndarray:
         """Smooth one prediction.
 
         Args:
@@ -135,6 +136,8 @@ class TemporalSmoother:
                 aspect ratio (it is resized to the working grid), or ``None``. With it,
                 changes in the picture also stop the blending, which catches motion in
                 regions of flat depth.
+            consume: the caller gives ``depth`` up: the result may be written into it
+                (one full-size array less). Off, ``depth`` is left as it was.
 
         Returns:
             float32 ``[H, W]``, a new read-only array (the smoother's own running
@@ -148,17 +151,21 @@ class TemporalSmoother:
         if self._strength == 0.0:
             self._scene_cut = False
             return depth.astype(np.float32, copy=False)
+        given = depth
         depth = depth.astype(np.float32, copy=False)
         # A NaN or an infinity shows in the extremes (and that needs no full-size mask).
         if not (math.isfinite(depth.min()) and math.isfinite(depth.max())):
             depth = _finite(depth)
+        # Ours to overwrite: a copy made above, or the caller's, given up.
+        owned = depth is not given or (consume and depth.flags.writeable
+                                       and depth.flags.c_contiguous)
         gray = None if frame is None else self._small_gray(frame, depth.shape)
         if self._estimate is None or self._estimate.shape != depth.shape:
-            return self._restart(depth, gray)
+            return self._restart(depth, gray, owned)
         fit = self._fit(depth, gray)
         if fit is None:
-            return self._restart(depth, gray)
-        estimate, small = self._blend(depth, fit)
+            return self._restart(depth, gray, owned)
+        estimate, small = self._blend(depth, fit, depth if owned else None)
         self._hold_range(estimate, small)
         estimate.flags.writeable = False  # handed out as it is: nobody may change it
         self._estimate = estimate
@@ -187,15 +194,18 @@ class TemporalSmoother:
             return None
         return _Fit(scale, shift, span, resid_small, image_change)
 
-    def _blend(self, depth: np.ndarray, fit: _Fit) -> tuple[np.ndarray, np.ndarray]:
+    def _blend(self, depth: np.ndarray, fit: _Fit,
+               out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The new estimate at full resolution and on the grid: change-aware blend.
 
         Three passes over bands of rows (one band for all but large maps): the aligned
         prediction's difference from the estimate, written where the new estimate goes;
-        its largest size per grid cell; then the blend, in place.
+        its largest size per grid cell; then the blend, in place. ``out`` may be
+        ``depth`` itself: each band is read before it is written.
         """
         est = self._estimate
-        out = np.empty_like(est)
+        if out is None:
+            out = np.empty_like(est)
         for top, bottom in self._row_bands:
             cv2.addWeighted(depth[top:bottom], fit.scale, est[top:bottom], -1.0, fit.shift,
                             dst=out[top:bottom])
@@ -266,7 +276,8 @@ class TemporalSmoother:
             small *= np.float32(k)
             small += np.float32(c)
 
-    def _restart(self, depth: np.ndarray, gray: np.ndarray | None) -> np.ndarray:
+    def _restart(self, depth: np.ndarray, gray: np.ndarray | None,
+                 owned: bool = False) -> np.ndarray:
         """Start a fresh estimate from ``depth`` (first frame, size change, scene cut)."""
         h, w = depth.shape
         self._block = max(1, math.ceil(max(h, w) / _WORK_SIDE))
@@ -281,7 +292,7 @@ class TemporalSmoother:
         self._cell_bands = [(i, min(cells, i + per_band)) for i in range(0, cells, per_band)]
         starts = [int(self._cell_rows[first, 0]) for first, _ in self._cell_bands]
         self._row_bands = list(zip([0, *starts[1:]], [*starts[1:], h]))
-        self._estimate = depth.copy()
+        self._estimate = depth if owned else depth.copy()
         self._estimate.flags.writeable = False
         self._small = cv2.resize(self._estimate, self._small_wh, interpolation=cv2.INTER_AREA)
         lo, hi = np.percentile(self._small, (2.0, 98.0))

@@ -225,6 +225,24 @@ def test_blending_in_bands_equals_blending_the_whole_map(monkeypatch, band_pixel
     assert rows == list(range(H))  # the bands cover every row once
 
 
+def test_a_consumed_depth_map_holds_the_result_and_changes_nothing_else():
+    rng = np.random.default_rng(6)
+    frames = []
+    for t in range(6):
+        truth, _ = _square_scene(left=8 + 9 * t)
+        scale, shift = _affine(rng, truth)
+        frames.append((scale * truth + shift).astype(np.float32))
+    kept, consumed = TemporalSmoother(0.9), TemporalSmoother(0.9)
+    for depth in frames:
+        mine = depth.copy()
+        want = kept.update(depth)
+        np.testing.assert_array_equal(depth, mine)  # not consumed: left as it was
+        got = consumed.update(mine, consume=True)
+        np.testing.assert_array_equal(got, want)
+        assert np.shares_memory(got, mine)  # the result went into the given map
+        assert not got.flags.writeable
+
+
 def test_slow_square_with_noise_leaves_no_ghost():
     # One pixel a frame: each trailing edge is a sliver of a working-grid cell.
     rng = np.random.default_rng(4)
