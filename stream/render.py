@@ -40,9 +40,18 @@ class Renderer(RenderSettings):
 
     def render(self, frame: DepthFrame) -> np.ndarray:
         """The picture to show or encode: BGR uint8, :meth:`size_wh` of the frame."""
-        colour = colorize(frame.depth, frame.lo, frame.hi, cmap=self.cmap, invert=self.invert)
+        return self.render_rows(frame, 0, frame.image.shape[0])
+
+    def render_rows(self, frame: DepthFrame, top: int, bottom: int) -> np.ndarray:
+        """Rows ``top:bottom`` of :meth:`render`'s picture, made without the others.
+
+        Large frames are rendered band by band, so no full-size temporary is needed.
+        """
+        image = frame.image[top:bottom]
+        colour = colorize(frame.depth[top:bottom], frame.lo, frame.hi, cmap=self.cmap,
+                          invert=self.invert)
         if self.layout is Layout.SIDE:
-            return np.hstack([frame.image, colour])
+            return np.hstack([image, colour])
         if self.layout is Layout.OVERLAY:
-            return cv2.addWeighted(frame.image, 1.0 - self.alpha, colour, self.alpha, 0.0)
+            return cv2.addWeighted(image, 1.0 - self.alpha, colour, self.alpha, 0.0)
         return colour

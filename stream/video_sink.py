@@ -89,6 +89,8 @@ def encoding_for(encoder: EncoderSettings, suffix: str, threads: int = 1) -> Enc
     return Encoding("ffv1", {"level": "3", "slicecrc": "1"}, "bgr0")
 
 _LIVE_TIME_BASE = Fraction(1, 90000)
+# Frames are rendered and converted to I420 in bands of about this many pixels.
+_BAND_PIXELS = 1 << 21
 # H.264 of pictures larger than 4K UHD is written without B-frames (bounded memory).
 _BFRAMES_MAX_PIXELS = 3840 * 2160
 
@@ -196,7 +198,6 @@ class VideoFileSink(Sink):
 
     def write(self, frame: DepthFrame) -> None:
         """Render, encode and mux one frame (and the audio up to its time)."""
-        image = _pad_to(self.renderer.render(frame), self._size_wh)
         pts = frame.pts if frame.pts is not None else round(frame.timestamp / self._time_base)
         if self._last_pts is not None:
             if pts <= self._last_pts:  # equal monotonic stamps after rounding: keep order
@@ -206,11 +207,10 @@ class VideoFileSink(Sink):
             self._first_pts = pts
         self._last_pts = pts
         if self._stream.pix_fmt == "yuv420p":
-            # OpenCV converts to limited-range BT.601 I420 as swscale does (within 1 level)
-            # in a fraction of swscale's time, which the network needs.
-            yuv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
-            av_frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+            # The encoder reads the array itself (no copy into a frame of its own).
+            av_frame = av.VideoFrame.from_numpy_buffer(self.yuv420(frame), format="yuv420p")
         else:
+            image = _pad_to(self.renderer.render(frame), self._size_wh)
             av_frame = av.VideoFrame.from_ndarray(image, format="bgr24")
         av_frame.pts, av_frame.time_base = pts, self._time_base
         try:
@@ -222,6 +222,32 @@ class VideoFileSink(Sink):
             raise SinkError(f"cannot write frame {frame.index} to {self.path}: "
                             f"{av_reason(exc)}") from exc
         self.frames_written += 1
+
+    def yuv420(self, frame: DepthFrame) -> np.ndarray:
+        """The rendered frame as I420 (``[H * 3 / 2, W]``, planes Y, U, V), band by band.
+
+        OpenCV converts to limited-range BT.601 I420 as swscale does (within 1 level) in
+        a fraction of swscale's time, which the network needs. Bands of an even number
+        of rows convert exactly as the whole picture would; a large frame's rendering
+        never exists at full size in BGR.
+        """
+        width, height = self._size_wh
+        rendered_rows = frame.image.shape[0]
+        yuv = np.empty((height * 3 // 2, width), np.uint8)
+        flat = yuv.reshape(-1)
+        luma, chroma = height * width, height * width // 4
+        rows = max(2, (_BAND_PIXELS // width) & ~1)
+        for top in range(0, height, rows):
+            bottom = min(height, top + rows)
+            band = self.renderer.render_rows(frame, top, min(bottom, rendered_rows))
+            band = cv2.cvtColor(_pad_to(band, (width, bottom - top)), cv2.COLOR_BGR2YUV_I420)
+            band = band.reshape(-1)
+            n = (bottom - top) * width
+            flat[top * width:bottom * width] = band[:n]
+            start, end = top * width // 4, bottom * width // 4
+            flat[luma + start:luma + end] = band[n:n + n // 4]
+            flat[luma + chroma + start:luma + chroma + end] = band[n + n // 4:]
+        return yuv
 
     def close(self) -> None:
         """Flush the encoder, add the rest of the audio, write the trailer, rename.

@@ -133,6 +133,33 @@ def test_h264_past_4k_is_written_without_b_frames(tmp_path, monkeypatch):
     assert len(read_video(tmp_path / "large.mp4")["images"]) == 3
 
 
+@pytest.mark.parametrize("layout", ["depth", "side", "overlay"])
+def test_large_frames_convert_to_i420_in_bands_as_a_whole_frame_would(tmp_path, monkeypatch,
+                                                                       layout):
+    import cv2
+
+    import stream.video_sink as video_sink
+
+    rng = np.random.default_rng(1)
+    h, w = 45, 37  # odd: the encoded size is padded to 46 x 38 (side: 74)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    depth = rng.random((h, w), dtype=np.float32)
+    frame = DepthFrame(0, 0.0, image, depth, 1.0, lo=0.1, hi=0.9, pts=0)
+    renderer = Renderer(layout)
+    sink = VideoFileSink(tmp_path / "out.mp4", renderer)
+    sink.open(SinkContext(VideoInfo(w, h, Fraction(30), time_base=Fraction(1, 30))))
+    try:
+        whole = sink.yuv420(frame)
+        monkeypatch.setattr(video_sink, "_BAND_PIXELS", 4 * 38)  # bands of 2 or 4 rows
+        banded = sink.yuv420(frame)
+    finally:
+        sink.close()
+    rendered = renderer.render(frame)
+    padded = cv2.copyMakeBorder(rendered, 0, 1, 0, rendered.shape[1] % 2, cv2.BORDER_REPLICATE)
+    np.testing.assert_array_equal(whole, cv2.cvtColor(padded, cv2.COLOR_BGR2YUV_I420))
+    np.testing.assert_array_equal(banded, whole)
+
+
 def test_x265_gets_the_crf(tmp_path):
     _encode(tmp_path / "out.mkv", EncoderSettings("hevc", crf=33, preset="fast"), count=3)
     assert b"crf=33.0" in _stream_text(tmp_path / "out.mkv")
