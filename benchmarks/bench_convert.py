@@ -13,7 +13,8 @@ On the bundled ``samples/clip.mp4`` (640x480, 30000/1001 fps, made by
       process start to its first written frame;
   (c) the backend alone (``Backend.imap``, requests in flight) and one request at a time
       (``infer``, as ``live`` runs it), per precision, on frames decoded and
-      preprocessed beforehand;
+      preprocessed beforehand; the int8/fp32 throughput ratio comes from
+      ``--ratio-rounds`` interleaved rounds of the backend alone (median);
   (d) ``depthstream image`` on one 640x480 picture as a whole process, per precision,
       against a plain script that imports torch, builds the network, loads the weights
       and runs it once; and how long an argument error takes to exit 2;
@@ -27,7 +28,8 @@ synthetic checkpoint, saved once to ``<cache>/bench/``; int8's self-check on tho
 weights fails (they are not a trained network), so ``auto`` would choose fp32 for them,
 and ``--precision int8`` is asked for by name.
 
-    python benchmarks/bench_convert.py [--frames 240] [--repeats 1] [--weights PATH]
+    python benchmarks/bench_convert.py [--frames 240] [--repeats 1] [--ratio-rounds 5]
+                                       [--weights PATH]
 """
 
 from __future__ import annotations
@@ -253,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear repor
     parser.add_argument("--weights", help="checkpoint (default: the tests' synthetic one)")
     parser.add_argument("--frames", type=int, default=240)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--ratio-rounds", type=int, default=5,
+                        help="interleaved fp32/int8 backend rounds for the throughput ratio")
     args = parser.parse_args(argv)
 
     from stream import StreamSettings, convert
@@ -326,6 +330,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear repor
             subprocess.run([sys.executable, str(common.ROOT / "cli.py"), "convert", "x.mp4",
                             "--precision", "int4"], env=env, cwd=folder, capture_output=True)
             add("d_argerr", time.perf_counter() - start)
+        # The throughput ratio from interleaved rounds: load that comes and goes then
+        # hits both precisions alike.
+        for _ in range(args.ratio_rounds):
+            for p in PRECISIONS:
+                secs, n = timed(lambda b=estimators[p].backend: sum(
+                    1 for _ in b.imap(enumerate(inputs))))
+                add(f"r_imap_{p}", n / secs)
         stages = stage_times(frames, estimators["fp32"], clip)
         with tempfile.TemporaryDirectory() as tmp2:
             stats_path = Path(tmp2) / "stats.json"
@@ -364,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear repor
               f"{med[f'b_in_{p}'] / med['a_in']:.2f}; convert / backend alone = "
               f"{med[f'b_in_{p}'] / med[f'c_imap_{p}']:.2f}; image / plain script = "
               f"{med[f'd_image_{p}'] / med['d_plain']:.2f}")
-    print(f"int8 / fp32 backend throughput = {med['c_imap_int8'] / med['c_imap_fp32']:.2f}, "
+    ratios = [i / f for i, f in zip(rows["r_imap_int8"], rows["r_imap_fp32"])]
+    print(f"int8 / fp32 backend throughput = {statistics.median(ratios):.2f} (median of "
+          f"{len(ratios)} interleaved rounds, {min(ratios):.2f}-{max(ratios):.2f}), "
           f"latency = {med['c_ms_fp32'] / med['c_ms_int8']:.2f}x faster")
     print()
     print("Rest of a frame (fp32 run, ms per 640x480 frame, medians; stats from one convert):")
