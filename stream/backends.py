@@ -12,7 +12,8 @@ outputs in input order; a backend may keep several requests in flight there.
   (:mod:`stream.quantize`); ``auto`` uses it only where its self-check against fp32
   passed. ``infer`` uses a latency-compiled model (one request); ``imap`` keeps several
   requests in flight on a throughput-compiled model for files, or one request on the
-  latency model when ``live``.
+  latency model when ``live``; ``submit`` starts one input on the latency model and
+  returns at once (the caller works while the network runs).
 
 Starts no threads of its own (the engines keep thread pools); touches files: the model
 cache, and the checkpoint when a conversion or torch needs it.
@@ -51,6 +52,7 @@ if TYPE_CHECKING:  # imported lazily: a warm start pays for neither
 
 __all__ = [
     "Backend",
+    "Job",
     "TorchBackend",
     "OpenVinoBackend",
     "PerformanceHint",
@@ -127,16 +129,43 @@ class PerformanceHint(Enum):
     THROUGHPUT = "THROUGHPUT"
 
 
+class Job:
+    """An input given to :meth:`Backend.submit`: its ``output``, or the started ``request``."""
+
+    def __init__(self, output: np.ndarray | None = None, request: Any = None) -> None:
+        self._output, self._request = output, request
+
+    def wait(self) -> np.ndarray:
+        """The network output, as ``infer`` returns it; waits for a running request."""
+        if self._request is not None:
+            self._request.wait()
+            # The output lives in the request, which the next input reuses: copy it out.
+            self._output = self._request.get_output_tensor(0).data[0].copy()
+            self._request = None
+        return self._output
+
+
 class Backend:
-    """Interface: ``infer`` one input, ``imap`` a stream of tagged inputs in order."""
+    """Interface: ``infer`` one input, ``imap`` a stream of tagged inputs in order.
+
+    ``submit`` starts one input and returns a :class:`Job`; one submission is in flight
+    at a time per backend (the caller waits for its job before it submits again).
+    :attr:`submits_in_background` says whether ``submit`` returns before the work is
+    done (the default runs ``infer`` at once).
+    """
 
     name: str = "base"
     device: str = "cpu"
     precision: str = "fp32"
+    submits_in_background: bool = False
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Network output float32 ``[h, w]`` for a float32 ``[1, 3, h, w]`` input."""
         raise NotImplementedError
+
+    def submit(self, x: np.ndarray) -> Job:
+        """Start ``x``; the job's ``wait()`` returns what ``infer(x)`` would."""
+        return Job(self.infer(x))
 
     def imap(self, items: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
         """Yield ``(tag, output)`` for each ``(tag, input)``, in input order."""
@@ -257,6 +286,7 @@ class OpenVinoBackend(Backend):
 
     name = "openvino"
     device = "cpu"
+    submits_in_background = True
 
     def __init__(
         self,
@@ -417,13 +447,15 @@ class OpenVinoBackend(Backend):
     # -- inference --------------------------------------------------------------------
 
     def infer(self, x: np.ndarray) -> np.ndarray:  # noqa: D102
-        x = _as_input(x)
-        request = self._latency_requests.get(x.shape)
-        if request is None:
+        return self.submit(x).wait()
+
+    def submit(self, x: np.ndarray) -> Job:
+        """Start ``x`` on the latency model's one request for its shape (``infer``'s too)."""
+        if (request := self._latency_requests.get(x.shape)) is None:
             request = self._compiled(x.shape, PerformanceHint.LATENCY).create_infer_request()
             self._latency_requests[x.shape] = request
-        # infer copies the input in; the output lives in the request, so copy it out.
-        return request.infer({0: x})[0][0].copy()
+        request.start_async({0: _as_input(x)})  # copies the input in (share_inputs=False)
+        return Job(request=request)
 
     def imap(self, items: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
         """Yield ``(tag, output)`` for each ``(tag, input)`` in input order.

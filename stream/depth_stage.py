@@ -3,13 +3,16 @@
 Runs on the thread :class:`stream.pipeline.Pipeline` gives it; starts no threads itself,
 touches no files. It takes :class:`~stream.records.Frame` s from one queue and puts
 :class:`~stream.records.DepthFrame` s on the next. Live input runs one frame at a time
-(the newest, as soon as the network is free); file input streams through
+(the newest, as soon as the network is free; where the backend runs in the background,
+the next frame starts before the finished one is smoothed); file input streams through
 :meth:`~stream.inference.DepthEstimator.predict_many`, so a backend may keep several
 frames in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -18,8 +21,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from .colormap import DisplayRange
-from .inference import DepthEstimator
-from .queues import FrameQueue, take
+from .inference import DepthEstimator, Pending
+from .queues import END, FrameQueue, take
 from .records import DepthFrame, Frame
 from .settings import StreamSettings
 from .smoothing import TemporalSmoother
@@ -61,6 +64,17 @@ def _rgb_view(bgr: np.ndarray) -> np.ndarray:
     The network input is made from it without a full-size copy.
     """
     return bgr[:, :, ::-1]
+
+
+def _waiting(frames: FrameQueue[Frame], stop: threading.Event) -> Frame | None:
+    """The frame waiting in ``frames`` now, without blocking; ``None`` if none (or stopped)."""
+    if stop.is_set():
+        return None
+    try:
+        item = frames.get(timeout=0)
+    except queue.Empty:
+        return None
+    return None if item is END else item  # END stays: the next ``take`` sees it too
 
 
 def make_smoother(settings: StreamSettings) -> Smoother | None:
@@ -145,9 +159,41 @@ class DepthStage:
             captured=frame.captured, raw_depth=raw_depth, camera=camera,
         )
 
+    def _overlapped(self, frames: FrameQueue[Frame],
+                    stop: threading.Event) -> Iterator[tuple[Frame, np.ndarray, float]]:
+        """Live, one frame in flight: the next frame starts before a result is handed on.
+
+        So the consumer smooths one frame while the network runs on the next. When no
+        frame waits, the result goes first and the loop then waits for a frame. A request
+        in flight is always waited for, also when the generator is closed.
+        """
+        pending: tuple[Frame, Pending] | None = None
+        try:
+            frame = take(frames, stop)
+            if frame is not None:
+                pending = frame, self.estimator.submit(_rgb_view(frame.image))
+            while pending is not None:
+                frame, job = pending
+                depth, ms = job.result()
+                pending = None
+                if (newer := _waiting(frames, stop)) is not None:
+                    pending = newer, self.estimator.submit(_rgb_view(newer.image))
+                yield frame, depth, ms
+                if pending is None and (newer := take(frames, stop)) is not None:
+                    pending = newer, self.estimator.submit(_rgb_view(newer.image))
+        finally:
+            if pending is not None:
+                # Stopped with a frame in flight: let its request end before leaving; its
+                # result (or failure) no longer matters.
+                with contextlib.suppress(Exception):
+                    pending[1].result()
+
     def _estimates(self, frames: FrameQueue[Frame],
                    stop: threading.Event) -> Iterator[tuple[Frame, np.ndarray, float]]:
         """``(frame, depth, inference_ms)`` in order, for the frames the capture queued."""
+        if self.live and self.estimator.submits_in_background:
+            yield from self._overlapped(frames, stop)
+            return
         if self.live:
             while (frame := take(frames, stop)) is not None:
                 depth, ms = self.estimator.predict(_rgb_view(frame.image))

@@ -20,11 +20,40 @@ from .errors import ConfigError
 from .transforms import preprocess_array, resize_depth
 
 if TYPE_CHECKING:  # the backends import engines lazily; this module stays light
-    from .backends import Backend
+    from .backends import Backend, Job
 
-__all__ = ["DepthEstimator", "SharedEstimator", "TurnLock", "create_estimator"]
+__all__ = ["DepthEstimator", "Pending", "SharedEstimator", "TurnLock", "create_estimator"]
 
 T = TypeVar("T")
+
+
+class Pending:
+    """A picture given to :meth:`DepthEstimator.submit`; :meth:`result` waits for its depth.
+
+    Args:
+        job: the backend's job for the picture's network input.
+        size_hw: the picture's size, which the depth is resized to.
+        start: ``time.perf_counter()`` when the submission began.
+    """
+
+    def __init__(self, job: Job | None, size_hw: tuple[int, int], start: float) -> None:
+        self._job, self._size_hw, self._start = job, size_hw, start
+        self._result: tuple[np.ndarray, float] | None = None
+
+    @classmethod
+    def finished(cls, depth: np.ndarray, inference_ms: float) -> Pending:
+        """A pending picture whose result is already there."""
+        pending = cls(None, depth.shape[:2], 0.0)
+        pending._result = depth, inference_ms
+        return pending
+
+    def result(self) -> tuple[np.ndarray, float]:
+        """``(depth, inference_ms)`` as :meth:`DepthEstimator.predict` gives (waits once)."""
+        if self._result is None:
+            depth = resize_depth(self._job.wait(), self._size_hw)
+            self._result = depth, (time.perf_counter() - self._start) * 1000.0
+            self._job = None
+        return self._result
 
 
 class DepthEstimator:
@@ -38,6 +67,11 @@ class DepthEstimator:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
 
+    @property
+    def submits_in_background(self) -> bool:
+        """Whether :meth:`submit` returns while the network runs (else it does the work)."""
+        return bool(getattr(self.backend, "submits_in_background", False))
+
     def predict_net(self, rgb: np.ndarray) -> np.ndarray:
         """Network-size output float32 ``[h, w]`` for an RGB uint8 picture."""
         return self.backend.infer(preprocess_array(rgb))
@@ -48,10 +82,17 @@ class DepthEstimator:
         ``inference_ms`` covers pre-processing, the network and the resize to the
         picture's size, as :attr:`stream.stats.RunStats.inference_ms_mean` does.
         """
+        return self.submit(rgb).result()
+
+    def submit(self, rgb: np.ndarray) -> Pending:
+        """Pre-process ``rgb`` now and start the network on it; ``result()`` gives the depth.
+
+        One picture in flight at a time: take the result before submitting the next.
+        ``result()`` gives what :meth:`predict` gives, its time counted from this call.
+        """
         start = time.perf_counter()
-        net = self.backend.infer(preprocess_array(rgb))
-        depth = resize_depth(net, rgb.shape[:2])
-        return depth, (time.perf_counter() - start) * 1000.0
+        job = self.backend.submit(preprocess_array(rgb))
+        return Pending(job, rgb.shape[:2], start)
 
     def predict_many(self, items: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
         """Yield ``(tag, depth)`` for ``(tag, rgb)`` in order, letting the backend pipeline."""
@@ -134,6 +175,15 @@ class SharedEstimator(DepthEstimator):
         """``(depth, inference_ms)``; the time includes any wait for another thread's turn."""
         with self.lock:
             return self.inner.predict(rgb)
+
+    @property
+    def submits_in_background(self) -> bool:
+        """False: :meth:`submit` runs under the lock, which is never held across calls."""
+        return False
+
+    def submit(self, rgb: np.ndarray) -> Pending:
+        """A finished :class:`Pending`: :meth:`predict` runs now, under the lock."""
+        return Pending.finished(*self.predict(rgb))
 
     def predict_many(self, items: Iterable[tuple[T, np.ndarray]]) -> Iterator[tuple[T, np.ndarray]]:
         """Yield ``(tag, depth)`` for ``(tag, rgb)`` in order, taking the lock per item."""

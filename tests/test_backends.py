@@ -369,3 +369,29 @@ def test_close_twice_then_infer_is_an_error(
     backend.close()
     with pytest.raises(StreamError, match="closed"):
         backend.infer(golden["case_4x3"][0])
+
+
+def test_openvino_submit_gives_what_infer_and_predict_give(
+    ov_backend: OpenVinoBackend, golden: dict
+) -> None:
+    from stream.inference import DepthEstimator
+    from stream.transforms import preprocess_array, resize_depth
+
+    assert ov_backend.submits_in_background
+    for case in CASES:
+        x, net = golden[case]
+        job = ov_backend.submit(x)
+        out = job.wait()
+        assert_close(out, net)
+        np.testing.assert_array_equal(out, ov_backend.infer(x))
+        assert job.wait() is out  # waited once; asked again, the same copy
+    first = ov_backend.submit(x).wait()
+    ov_backend.submit(-x).wait()  # same request again: the first output must be a copy
+    assert_close(first, net)
+    estimator = DepthEstimator(ov_backend)  # not closed: the backend is the module's
+    rgb = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    depth, ms = estimator.submit(rgb).result()
+    assert depth.shape == (120, 200) and ms > 0.0
+    want = resize_depth(ov_backend.infer(preprocess_array(rgb)), rgb.shape[:2])
+    np.testing.assert_array_equal(depth, want)
+    np.testing.assert_array_equal(estimator.predict(rgb)[0], want)

@@ -8,16 +8,18 @@ picture, or has another picture's size, shows.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pytest
+from support.fakes import cheap_estimator
 
 from stream.backends import Backend
 from stream.errors import ConfigError
-from stream.inference import DepthEstimator
+from stream.inference import DepthEstimator, SharedEstimator
 from stream.transforms import MEAN_RGB, STD_RGB, network_size
 
 SIZES_HW = [(48, 64), (480, 640), (640, 360), (37, 251), (1, 1), (300, 300)]
@@ -155,3 +157,84 @@ def test_close_closes_the_backend():
     backend = EchoBackend()
     DepthEstimator(backend).close()
     assert backend.closed == 1
+
+
+# --------------------------------------------------------------------------- submit
+
+
+class _TimerJob:
+    """TEST DOUBLE's job: its output is ready ``delay_s`` after it was made (a timer)."""
+
+    def __init__(self, output: np.ndarray, delay_s: float) -> None:
+        self.output = output
+        self.ready = threading.Event()
+        self.waits = 0
+        timer = threading.Timer(delay_s, self.ready.set)
+        timer.daemon = True
+        timer.start()
+
+    def wait(self) -> np.ndarray:
+        self.ready.wait()
+        self.waits += 1
+        return self.output
+
+
+class BackgroundEcho(EchoBackend):
+    """TEST DOUBLE: :class:`EchoBackend` whose ``submit`` returns at once (a timer runs)."""
+
+    submits_in_background = True
+
+    def submit(self, x: np.ndarray) -> _TimerJob:  # noqa: D102
+        self.shapes.append(x.shape)
+        return _TimerJob(np.full(x.shape[2:], x[0, 0].mean(), np.float32), self.delay_s)
+
+
+@pytest.mark.parametrize("size_hw", SIZES_HW)
+def test_submit_result_equals_predict(size_hw):
+    for estimator in (DepthEstimator(EchoBackend()), cheap_estimator()):
+        rgb = _flat(150, size_hw)
+        rgb[: size_hw[0] // 2, :, 2] = 200  # not flat: the cheap double's blur shows
+        pending = estimator.submit(rgb)
+        depth, ms = pending.result()
+        want, _ = estimator.predict(rgb)
+        assert depth.dtype == np.float32 and depth.shape == size_hw
+        np.testing.assert_array_equal(depth, want)
+        assert isinstance(ms, float) and ms >= 0.0
+        assert pending.result()[0] is depth  # asked twice: the same answer, no second wait
+        assert estimator.submits_in_background is False
+
+
+def test_submit_returns_while_the_backend_works_and_times_from_the_submission():
+    backend = BackgroundEcho(delay_s=0.1)
+    estimator = DepthEstimator(backend)
+    assert estimator.submits_in_background
+    start = time.perf_counter()
+    pending = estimator.submit(_flat(70, (48, 64)))
+    assert time.perf_counter() - start < 0.08  # did not wait for the network
+    depth, ms = pending.result()
+    assert ms >= 100.0  # from the submission to the result, as predict's time
+    assert depth.shape == (48, 64) and backend.shapes == [(1, 3, *network_size(48, 64))]
+    np.testing.assert_allclose(depth, _code(70), rtol=1e-5, atol=1e-6)
+
+
+def test_submit_rejects_a_bad_picture_before_the_network():
+    backend = BackgroundEcho()
+    with pytest.raises(ConfigError, match="RGB uint8"):
+        DepthEstimator(backend).submit(np.zeros((48, 64), np.uint8))
+    assert backend.shapes == []
+
+
+def test_shared_submit_is_finished_and_does_not_keep_the_lock():
+    shared = SharedEstimator(DepthEstimator(BackgroundEcho(delay_s=0.05)))
+    assert shared.submits_in_background is False  # submit does the work, under the lock
+    start = time.perf_counter()
+    pending = shared.submit(_flat(30, (48, 64)))
+    assert time.perf_counter() - start >= 0.05  # the work was done in submit
+    taken = []
+    other = threading.Thread(target=lambda: taken.append(shared.predict(_flat(5, (8, 8)))))
+    other.start()
+    other.join(timeout=5)
+    assert taken, "another thread could not take the lock after submit returned"
+    depth, ms = pending.result()
+    np.testing.assert_allclose(depth, _code(30), rtol=1e-5, atol=1e-6)
+    assert ms >= 50.0
