@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -90,3 +91,21 @@ def test_resize_depth_same_size_is_a_copy() -> None:
     np.testing.assert_array_equal(out, net)
     out[0, 0] = -1
     assert net[0, 0] != -1
+
+
+@pytest.mark.parametrize("banded", [False, True])
+def test_a_bgr_frames_rgb_view_gives_the_input_of_the_rgb_picture(monkeypatch, banded) -> None:
+    """The pipeline hands frames over as RGB views of BGR (no copy): same input, to 1e-6."""
+    import stream.transforms as transforms
+
+    if banded:
+        monkeypatch.setattr(transforms, "_BANDED_PIXELS", 100)
+    rng = np.random.default_rng(4)
+    rgb = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (320, 240))
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    view = bgr[:, :, ::-1]
+    assert view.strides[2] < 0
+    got, want = preprocess_array(view), preprocess_array(rgb)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    # Channel 0 is red: brightest where the picture's red is.
+    assert np.corrcoef(got[0, 0].ravel(), cv2.resize(rgb, (256, 192))[:, :, 0].ravel())[0, 1] > 0.9
