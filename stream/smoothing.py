@@ -267,7 +267,7 @@ class TemporalSmoother:
         map (seen on the sample clip, whose depth range all but vanished). Relative depth
         has no scale of its own, so fixing the range loses nothing.
         """
-        lo, hi = np.percentile(small, (2.0, 98.0))
+        lo, hi = _range_ends(small)
         if hi > lo:
             k = self._range / float(hi - lo)
             c = self._middle - k * float(lo + hi) / 2.0
@@ -295,7 +295,7 @@ class TemporalSmoother:
         self._estimate = depth if owned else depth.copy()
         self._estimate.flags.writeable = False
         self._small = cv2.resize(self._estimate, self._small_wh, interpolation=cv2.INTER_AREA)
-        lo, hi = np.percentile(self._small, (2.0, 98.0))
+        lo, hi = _range_ends(self._small)
         self._range = float(hi - lo) if hi > lo else 1.0
         self._middle = float(lo + hi) / 2.0
         if gray is not None and gray.shape != self._small.shape:
@@ -361,7 +361,7 @@ def _ramp(change: np.ndarray, floor: float, cap: float) -> np.ndarray:
 
 def _robust_span(small: np.ndarray) -> float:
     """The 2nd to 98th percentile range of ``small``, never zero."""
-    lo, hi = np.percentile(small, (2.0, 98.0))
+    lo, hi = _range_ends(small)
     span = float(hi - lo)
     if not span > 0.0:
         span = 1e-6 * max(1.0, abs(float(hi)))
@@ -370,7 +370,7 @@ def _robust_span(small: np.ndarray) -> float:
 
 def _is_depth_cut(resid: np.ndarray, new: np.ndarray, scale: float, span: float) -> bool:
     """True if even the best fit leaves most of the grid off, or flattens the new depth."""
-    new_lo, new_hi = np.percentile(new, (2.0, 98.0))
+    new_lo, new_hi = _range_ends(new)
     return bool(
         np.mean(np.abs(resid) > _CUT_DEPTH * span) > _CUT_FRACTION
         or scale * float(new_hi - new_lo) < _CUT_SPREAD * span
@@ -442,6 +442,19 @@ def _best_candidate(
     best = int(np.argmax(resid @ ws))
     scale = float(scales[best])
     return scale, float(shifts[best]) + t0 - scale * p0
+
+
+def _range_ends(values: np.ndarray) -> tuple[float, float]:
+    """The 2nd and 98th percentiles (as ``np.percentile``'s default, linear) by one partition."""
+    flat = values.ravel()
+    last = flat.size - 1
+    lo_at, hi_at = 0.02 * last, 0.98 * last
+    lo_i, hi_i = int(lo_at), int(hi_at)
+    kth = sorted({lo_i, min(lo_i + 1, last), hi_i, min(hi_i + 1, last)})
+    part = np.partition(flat, kth)
+    lo = float(part[lo_i]) + (lo_at - lo_i) * float(part[min(lo_i + 1, last)] - part[lo_i])
+    hi = float(part[hi_i]) + (hi_at - hi_i) * float(part[min(hi_i + 1, last)] - part[hi_i])
+    return lo, hi
 
 
 def _median(values: np.ndarray) -> float:

@@ -427,3 +427,12 @@ def test_benchmark_goals_hold_on_a_short_run():
     # The measures can fail: per-frame min-max jumps, and a plain EMA leaves ghosts.
     assert raw["range_jump"] > 0.02
     assert result["ema"]["object_error"] > 1.25 * raw["object_error"]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 50, 4800, 4801])
+def test_range_ends_are_numpys_2nd_and_98th_percentiles(size):
+    from stream.smoothing import _range_ends
+
+    values = np.random.default_rng(size).normal(size=size).astype(np.float32)
+    np.testing.assert_allclose(_range_ends(values), np.percentile(values, (2.0, 98.0)),
+                               rtol=1e-6, atol=1e-7)
