@@ -96,14 +96,18 @@ class DepthStage:
         camera: the stream's camera (:class:`stream.camera.StreamCamera`); each
             DepthFrame gets its model, with the metric fit when known distances are set.
         keep_network_depth: give smoothed DepthFrames the network's own depth as
-            ``raw_depth`` (a full-size float map each); off, ``raw_depth`` stays ``None``.
+            ``raw_depth`` (a full-size float map each); off, ``raw_depth`` stays ``None``
+            and the smoother writes its result into the network's map.
+        one_at_a_time: run file input one frame at a time too (for large frames: each
+            frame in flight holds its full-size picture).
     """
 
     def __init__(self, estimator: DepthEstimator, smoother: Smoother | None,
                  colour_range: ColourRange | None = None, live: bool = False,
                  close_estimator: bool = False, camera: StreamCamera | None = None,
-                 keep_network_depth: bool = True) -> None:
+                 keep_network_depth: bool = True, one_at_a_time: bool = False) -> None:
         self.keep_network_depth = keep_network_depth
+        self.one_at_a_time = one_at_a_time
         self.estimator = estimator
         self.camera = camera
         self.smoother = smoother
@@ -141,8 +145,14 @@ class DepthStage:
         cut = False
         if self.smoother is not None:
             network = np.asarray(depth, dtype=np.float32)
-            depth = self.smoother.update(network, frame.image)
-            raw_depth = network if self.keep_network_depth else None
+            if self.keep_network_depth:
+                depth = self.smoother.update(network, frame.image)
+                raw_depth = network
+            elif isinstance(self.smoother, TemporalSmoother):
+                # Nobody reads the network's map: the result may go into it.
+                depth = self.smoother.update(network, frame.image, consume=True)
+            else:
+                depth = self.smoother.update(network, frame.image)
             cut = bool(getattr(self.smoother, "scene_cut", False))
             if cut:
                 self.colour_range.reset()  # a new scale: the old range means nothing
@@ -194,7 +204,7 @@ class DepthStage:
         if self.live and self.estimator.submits_in_background:
             yield from self._overlapped(frames, stop)
             return
-        if self.live:
+        if self.live or self.one_at_a_time:
             while (frame := take(frames, stop)) is not None:
                 depth, ms = self.estimator.predict(_rgb_view(frame.image))
                 yield frame, depth, ms

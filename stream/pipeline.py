@@ -64,6 +64,12 @@ QUEUE_BUDGET_BYTES = 128 << 20
 """About how much each queue between two threads may hold (at least one frame)."""
 
 
+# File frames larger than this (a little over 4K) are inferred one at a time: a frame in
+# flight holds its full-size picture, and at such sizes the rest of the frame's work, not
+# the network, sets the pace.
+ONE_AT_A_TIME_PIXELS = 4096 * 2304
+
+
 def _frames_within(queue_size: int, frame_bytes: int) -> int:
     """``queue_size``, or fewer frames when that many would pass the queue's byte budget."""
     return max(1, min(queue_size, QUEUE_BUDGET_BYTES // max(1, frame_bytes)))
@@ -127,7 +133,7 @@ class Pipeline:
         self.depth_stage = DepthStage(
             estimator, smoother if smoother is not None else make_smoother(self.settings),
             colour_range, live=self.live, close_estimator=close_estimator,
-            keep_network_depth=network_depth)
+            keep_network_depth=network_depth, one_at_a_time=pixels > ONE_AT_A_TIME_PIXELS)
         self._progress = progress
         self._tally = Tally()
         self._threads: list[threading.Thread] = []

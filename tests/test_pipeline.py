@@ -269,6 +269,40 @@ def test_network_depth_is_kept_only_when_a_sink_reads_it():
     assert not np.array_equal(wanting.frames[-1].depth, wanting.frames[-1].raw_depth)
 
 
+def test_large_file_frames_run_one_at_a_time_and_the_smoother_reuses_the_network_map(
+        monkeypatch):
+    import stream.pipeline as pipeline
+    from stream.smoothing import TemporalSmoother
+
+    streamed, consumed = [], []
+    estimator = cheap_estimator()
+    many = estimator.predict_many
+    monkeypatch.setattr(estimator, "predict_many", lambda items: streamed.append(1) or many(items))
+    update = TemporalSmoother.update
+    monkeypatch.setattr(TemporalSmoother, "update", lambda self, depth, frame=None, **kw: (
+        consumed.append(kw.get("consume", False)) or update(self, depth, frame, **kw)))
+    small = []
+    Pipeline(ListSource(6), estimator, [CallbackSink(small.append)]).start().join(timeout=30)
+    assert streamed == [1] and consumed == [False] * 6  # the callback may read raw_depth
+    monkeypatch.setattr(pipeline, "ONE_AT_A_TIME_PIXELS", 32 * 24 - 1)  # "large" frames
+    big, consumed[:] = [], []
+    Pipeline(ListSource(6), estimator, [KeepingSink(big)]).start().join(timeout=30)
+    assert streamed == [1] and consumed == [True] * 6  # no predict_many this time
+    assert [f.index for f in big] == list(range(6))
+    for a, b in zip(big, small):
+        np.testing.assert_array_equal(a.depth, b.depth)
+
+
+class KeepingSink(Sink):
+    """Keeps the frames; does not read the network's own depth."""
+
+    def __init__(self, frames):
+        self.frames = frames
+
+    def write(self, frame):
+        self.frames.append(frame)
+
+
 def test_settings_validation_and_smoother_switch():
     assert make_smoother(StreamSettings(smooth=0)) is None
     assert make_smoother(StreamSettings()) is not None
