@@ -123,7 +123,7 @@ class DepthStage:
         self.colour_range.reset()
         if self.camera is not None:
             self.camera.reset()
-        estimates = self._estimates(frames, stop)
+        estimates = self._estimates(frames, depths, stop)
         try:
             for frame, depth, inference_ms in estimates:
                 start = time.perf_counter()
@@ -198,13 +198,20 @@ class DepthStage:
                 with contextlib.suppress(Exception):
                     pending[1].result()
 
-    def _estimates(self, frames: FrameQueue[Frame],
+    def _estimates(self, frames: FrameQueue[Frame], depths: FrameQueue[DepthFrame],
                    stop: threading.Event) -> Iterator[tuple[Frame, np.ndarray, float]]:
         """``(frame, depth, inference_ms)`` in order, for the frames the capture queued."""
         if self.live and self.estimator.submits_in_background:
             yield from self._overlapped(frames, stop)
             return
-        if self.live or self.one_at_a_time:
+        if self.one_at_a_time and not self.live:
+            # A frame is taken only once its DepthFrame will have somewhere to go: a
+            # finished one waiting for room would be one more large frame in memory.
+            while depths.wait_for_room(stop) and (frame := take(frames, stop)) is not None:
+                depth, ms = self.estimator.predict(_rgb_view(frame.image))
+                yield frame, depth, ms
+            return
+        if self.live:
             while (frame := take(frames, stop)) is not None:
                 depth, ms = self.estimator.predict(_rgb_view(frame.image))
                 yield frame, depth, ms
