@@ -104,4 +104,6 @@ def test_convert_of_an_8k_video_stays_under_2_gb(tmp_path):
     finally:
         _remove(clip, out)
     print(f"convert 8K: peak {peak:.0f} MiB")
-    assert peak <= 2 * 1024
+    # The goal is 2 GB with the real network, whose runtime adds a fixed amount (README,
+    # Limits): the test double's run must leave that much room.
+    assert peak <= 1.75 * 1024
