@@ -269,7 +269,7 @@ class OpenVinoBackend(Backend):
         threads: ``INFERENCE_NUM_THREADS``; default all cores this process may use.
         cache_dir: the model cache; default ``default_cache_dir() / "openvino"``.
         jobs: requests in flight in ``imap`` when not ``live``; default OpenVINO's
-            ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` for the throughput-compiled model.
+            ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` plus one (no stream waits for Python).
         weights: the checkpoint file (instead of ``state_dict``): when its model is
             cached, it is recognised by size, time and hash and never loaded.
         precision: ``fp32``, ``int8`` (quantized with NNCF, once per checkpoint) or
@@ -442,7 +442,7 @@ class OpenVinoBackend(Backend):
         if self.jobs is not None:
             return self.jobs
         compiled = self._compiled(tuple(shape), PerformanceHint.THROUGHPUT)
-        return max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        return max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))) + 1
 
     # -- inference --------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from stream import model_cache
 from stream.backends import (
     ENV_CACHE,
     OpenVinoBackend,
+    PerformanceHint,
     TorchBackend,
     create_backend,
     default_cache_dir,
@@ -152,6 +153,16 @@ def test_openvino_imap_default_matches_golden(ov_backend: OpenVinoBackend, golde
     assert [tag for tag, _ in results] == list(CASES)
     for case, out in results:
         assert_close(out, golden[case][1])
+
+
+def test_openvino_files_keep_one_request_more_than_openvinos_optimum(
+    ov_backend: OpenVinoBackend, golden: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ov_backend, "jobs", None)
+    shape = tuple(golden[CASES[0]][0].shape)  # compiled already by the other tests
+    optimum = ov_backend._compiled(shape, PerformanceHint.THROUGHPUT).get_property(
+        "OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+    assert ov_backend.requests_in_flight(shape) == int(optimum) + 1
 
 
 def test_openvino_live_imap_runs_one_at_a_time(
