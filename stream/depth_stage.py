@@ -145,10 +145,8 @@ class DepthStage:
         cut = False
         if self.smoother is not None:
             network = np.asarray(depth, dtype=np.float32)
-            if self.keep_network_depth:
-                depth = self.smoother.update(network, frame.image)
-                raw_depth = network
-            elif isinstance(self.smoother, TemporalSmoother):
+            raw_depth = network if self.keep_network_depth else None
+            if raw_depth is None and isinstance(self.smoother, TemporalSmoother):
                 # Nobody reads the network's map: the result may go into it.
                 depth = self.smoother.update(network, frame.image, consume=True)
             else:
@@ -204,15 +202,11 @@ class DepthStage:
         if self.live and self.estimator.submits_in_background:
             yield from self._overlapped(frames, stop)
             return
-        if self.one_at_a_time and not self.live:
-            # A frame is taken only once its DepthFrame will have somewhere to go: a
-            # finished one waiting for room would be one more large frame in memory.
+        if self.live or self.one_at_a_time:
+            # A file frame is taken only once its DepthFrame will have somewhere to go: a
+            # finished one waiting for room would be one more large frame in memory
+            # (live queues always have room: the newest frame replaces the last).
             while depths.wait_for_room(stop) and (frame := take(frames, stop)) is not None:
-                depth, ms = self.estimator.predict(_rgb_view(frame.image))
-                yield frame, depth, ms
-            return
-        if self.live:
-            while (frame := take(frames, stop)) is not None:
                 depth, ms = self.estimator.predict(_rgb_view(frame.image))
                 yield frame, depth, ms
             return
