@@ -14,7 +14,14 @@ import av
 import cv2
 import numpy as np
 import pytest
-from support.clips import _write_tone, audio_duration_s, make_clip, pattern, read_video
+from support.clips import (
+    _write_tone,
+    audio_duration_s,
+    make_clip,
+    mux_frames,
+    pattern,
+    read_video,
+)
 from support.fakes import cheap_estimator
 
 from cli import main
@@ -43,13 +50,7 @@ def make_gop_clip(path: Path, frames: int, gop: int = 30, rate: Fraction = Fract
         if audio:
             sound = container.add_stream("aac", rate=48000)
             sound.layout = "mono"
-        for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(pattern(index, size_wh), format="bgr24")
-            frame.pts, frame.time_base = index, 1 / rate
-            for packet in video.encode(frame):
-                container.mux(packet)
-        for packet in video.encode():
-            container.mux(packet)
+        mux_frames(container, video, (pattern(index, size_wh) for index in range(frames)))
         if sound is not None:
             _write_tone(container, sound, float(frames / rate))
     return path

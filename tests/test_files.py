@@ -157,15 +157,23 @@ def _picture(path: Path, value: int = 128) -> Path:
     return path
 
 
+def _another_name(path: Path, how: str) -> Path:
+    """``path`` itself (``same``), or a new symlink or hard link to it beside it."""
+    if how == "same":
+        return path
+    other = path.with_name(f"{how.replace(' ', '_')}{path.suffix}")
+    if how == "symlink":
+        other.symlink_to(path)
+    else:
+        os.link(path, other)
+    return other
+
+
 @pytest.mark.parametrize("how", ["same", "symlink", "hard link"])
 def test_image_never_writes_onto_its_input(tmp_path, cheap, capsys, how):
     pic = _picture(tmp_path / "x.png")
     before = pic.read_bytes()
-    out = {"same": pic, "symlink": tmp_path / "link.png", "hard link": tmp_path / "hard.png"}[how]
-    if how == "symlink":
-        out.symlink_to(pic)
-    elif how == "hard link":
-        os.link(pic, out)
+    out = _another_name(pic, how)
     assert main(["image", str(pic), "-o", str(out), "--overwrite"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "would replace the input" in err[0]
@@ -190,11 +198,7 @@ def test_image_folder_into_itself_keeps_every_picture(tmp_path, cheap):
 def test_convert_and_live_never_write_onto_their_input(tmp_path, cheap, capsys, how, command):
     clip = make_clip(tmp_path / "in.mp4", frames=3, size_wh=(64, 48))
     before = clip.read_bytes()
-    out = {"same": clip, "symlink": tmp_path / "link.mp4", "hard link": tmp_path / "hard.mp4"}[how]
-    if how == "symlink":
-        out.symlink_to(clip)
-    elif how == "hard link":
-        os.link(clip, out)
+    out = _another_name(clip, how)
     argv = (["convert", str(clip), "--no-progress"] if command == "convert"
             else ["live", "--file", str(clip), "--no-window"])
     assert main([*argv, "-o", str(out), "--overwrite"]) == 2

@@ -57,13 +57,7 @@ def make_rotated_clip(path: Path, clockwise: int, frames: int = 6, how: str = "m
         if audio:
             sound = container.add_stream("aac", rate=48000)
             sound.layout = "mono"
-        for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(pattern(index, STORED_WH), format="bgr24")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        mux_frames(container, stream, (pattern(index, STORED_WH) for index in range(frames)))
         if sound is not None:
             samples = np.zeros((1, 1024), np.float32)
             for n in range(frames * 48000 // 25 // 1024 + 1):
