@@ -13,8 +13,8 @@ On the bundled ``samples/clip.mp4`` (640x480, 30000/1001 fps, made by
       process start to its first written frame;
   (c) the backend alone (``Backend.imap``, requests in flight) and one request at a time
       (``infer``, as ``live`` runs it), per precision, on frames decoded and
-      preprocessed beforehand; the int8/fp32 throughput ratio comes from
-      ``--ratio-rounds`` interleaved rounds of the backend alone (median);
+      preprocessed beforehand; the backend alone runs ``--ratio-rounds`` rounds that
+      alternate the precisions (medians, and the median of the per-round ratios);
   (d) ``depthstream image`` on one 640x480 picture as a whole process, per precision,
       against a plain script that imports torch, builds the network, loads the weights
       and runs it once; and how long an argument error takes to exit 2;
@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear repor
     parser.add_argument("--ratio-rounds", type=int, default=5,
                         help="interleaved fp32/int8 backend rounds for the throughput ratio")
     args = parser.parse_args(argv)
+    if args.ratio_rounds < 1:
+        parser.error("--ratio-rounds must be at least 1")
 
     from stream import StreamSettings, convert
 
@@ -309,9 +311,6 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear repor
                                    env, folder)
                 add(f"b_proc_{p}", len(frames) / secs)
                 add(f"ttff_{p}", float(first_path.read_text()) - start)
-                secs, n = timed(lambda b=estimators[p].backend: sum(
-                    1 for _ in b.imap(enumerate(inputs))))
-                add(f"c_imap_{p}", n / secs)
                 latencies = []
                 for x in inputs[:60]:
                     t0 = time.perf_counter()
@@ -330,13 +329,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear repor
             subprocess.run([sys.executable, str(common.ROOT / "cli.py"), "convert", "x.mp4",
                             "--precision", "int4"], env=env, cwd=folder, capture_output=True)
             add("d_argerr", time.perf_counter() - start)
-        # The throughput ratio from interleaved rounds: load that comes and goes then
-        # hits both precisions alike.
+        # The backend alone in interleaved rounds: load that comes and goes then hits
+        # both precisions alike (their ratio is taken round by round).
         for _ in range(args.ratio_rounds):
             for p in PRECISIONS:
                 secs, n = timed(lambda b=estimators[p].backend: sum(
                     1 for _ in b.imap(enumerate(inputs))))
-                add(f"r_imap_{p}", n / secs)
+                add(f"c_imap_{p}", n / secs)
         stages = stage_times(frames, estimators["fp32"], clip)
         with tempfile.TemporaryDirectory() as tmp2:
             stats_path = Path(tmp2) / "stats.json"
@@ -375,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear repor
               f"{med[f'b_in_{p}'] / med['a_in']:.2f}; convert / backend alone = "
               f"{med[f'b_in_{p}'] / med[f'c_imap_{p}']:.2f}; image / plain script = "
               f"{med[f'd_image_{p}'] / med['d_plain']:.2f}")
-    ratios = [i / f for i, f in zip(rows["r_imap_int8"], rows["r_imap_fp32"])]
+    ratios = [i / f for i, f in zip(rows["c_imap_int8"], rows["c_imap_fp32"])]
     print(f"int8 / fp32 backend throughput = {statistics.median(ratios):.2f} (median of "
           f"{len(ratios)} interleaved rounds, {min(ratios):.2f}-{max(ratios):.2f}), "
           f"latency = {med['c_ms_fp32'] / med['c_ms_int8']:.2f}x faster")
