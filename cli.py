@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stream import cli_args
-from stream.settings import RobotSettings, StreamSettings, smooth_strength
+from stream.core.settings import RobotSettings, StreamSettings, ZmqSettings, smooth_strength
 
 if TYPE_CHECKING:
-    from stream.pipeline import Pipeline
-    from stream.sinks import Sink
-    from stream.stats import RunStats
+    from stream.core.stats import RunStats
+    from stream.runtime.pipeline import Pipeline
+    from stream.sinks.base import Sink
 
 __all__ = ["ExitStatus", "build_parser", "main"]
 
@@ -103,11 +103,12 @@ def _stream_settings(args: argparse.Namespace) -> StreamSettings:
         smooth=smooth_strength(args.smooth, off=args.no_smooth), raw_dir=args.raw,
         raw_unsmoothed=args.raw_unsmoothed, raw_format=args.raw_format,
         overwrite=args.overwrite, backend=args.backend, device=args.device,
-        weights=args.weights, precision=args.precision,
-        duration_s=getattr(args, "duration", None),
+        weights=args.weights, precision=args.precision, network=args.model,
+        input_size=args.input_size, duration_s=getattr(args, "duration", None),
         stats_path=args.stats,
         codec=args.codec, crf=args.crf, preset=args.preset,
         snapshot_dir=getattr(args, "snapshot_dir", None),
+        zmq=ZmqSettings(args.zmq, args.zmq_dtype, args.zmq_jpeg),
         robot=RobotSettings(
             fov_deg=args.fov, intrinsics=args.intrinsics, known_distances=args.known_distance,
             rosbag_dir=args.rosbag, rosbag_storage=args.rosbag_storage,
@@ -117,23 +118,10 @@ def _stream_settings(args: argparse.Namespace) -> StreamSettings:
     )
 
 
-def _zmq_sinks(args: argparse.Namespace) -> list[Sink]:
-    """A ZeroMQ publisher when ``--zmq`` asks for one (binds now: a busy port is exit 2)."""
-    from stream.errors import ConfigError
-
-    if args.zmq is None:
-        if args.zmq_dtype is not None or args.zmq_jpeg:
-            raise ConfigError("--zmq-dtype and --zmq-jpeg go with --zmq ADDR")
-        return []
-    from stream.publisher import ZmqPublisher
-
-    return [ZmqPublisher(args.zmq, dtype=args.zmq_dtype or "float16", jpeg=args.zmq_jpeg)]
-
-
 def _announce_foxglove(args: argparse.Namespace, sinks: list[Sink]) -> None:
     if args.foxglove is None:
         return
-    from stream.foxglove_sink import FoxgloveServerSink, loopback_warning
+    from stream.robotics.foxglove import FoxgloveServerSink, loopback_warning
 
     for sink in sinks:
         if isinstance(sink, FoxgloveServerSink):
@@ -147,7 +135,7 @@ def _announce_foxglove(args: argparse.Namespace, sinks: list[Sink]) -> None:
 def _report_foxglove(args: argparse.Namespace, sinks: list[Sink]) -> None:
     if args.foxglove is None:
         return
-    from stream.foxglove_sink import FoxgloveServerSink
+    from stream.robotics.foxglove import FoxgloveServerSink
 
     for sink in sinks:
         if isinstance(sink, FoxgloveServerSink):
@@ -157,7 +145,7 @@ def _report_foxglove(args: argparse.Namespace, sinks: list[Sink]) -> None:
 
 def _video_summary(sinks: list[Sink]) -> str:
     """``", 1.2 MB, 845 kb/s"`` for the video file a run wrote, else ``""``."""
-    video_sink = sys.modules.get("stream.video_sink")  # not loaded: no video was written
+    video_sink = sys.modules.get("stream.sinks.video")  # not loaded: no video was written
     for sink in sinks if video_sink is not None else ():
         if isinstance(sink, video_sink.VideoFileSink) and sink.size_bytes:
             rate = sink.bitrate_kbps
@@ -166,7 +154,7 @@ def _video_summary(sinks: list[Sink]) -> str:
 
 
 def _report_zmq(sinks: list[Sink]) -> None:
-    from stream.publisher import ZmqPublisher
+    from stream.sinks.publisher import ZmqPublisher
 
     for pub in sinks:
         if isinstance(pub, ZmqPublisher):
@@ -197,7 +185,7 @@ class _ProgressBar:
 
 def _run_and_report(pipeline: Pipeline, bar: _ProgressBar | None = None) -> RunStats:
     """Run to the end (Ctrl+C: stop, finish files, re-raise); print warnings."""
-    from stream.builder import run
+    from stream.runtime.builder import run
 
     try:
         stats = run(pipeline)
@@ -216,11 +204,10 @@ def _run_and_report(pipeline: Pipeline, bar: _ProgressBar | None = None) -> RunS
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     settings = _stream_settings(args)
-    from stream.builder import build_convert
+    from stream.runtime.builder import build_convert
 
     bar = _ProgressBar(Path(args.input).name, enabled=not args.no_progress)
-    pipeline = build_convert(args.input, args.out, settings, progress=bar,
-                             extra_sinks=_zmq_sinks(args))
+    pipeline = build_convert(args.input, args.out, settings, progress=bar)
     _announce_foxglove(args, pipeline.sinks)
     stats = _run_and_report(pipeline, bar)
     _report_zmq(pipeline.sinks)
@@ -232,19 +219,18 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_live(args: argparse.Namespace) -> int:
-    from stream.errors import ConfigError
+    from stream.core.errors import ConfigError
 
     if args.realtime and args.file is None:
         raise ConfigError("--realtime goes with --file")
     settings = _stream_settings(args)
-    from stream.builder import build_live, open_source
+    from stream.runtime.builder import build_live, open_source
 
     if args.file is not None:
         source = open_source(args.file, live=True, realtime=args.realtime)
     else:
         source = open_source(args.url if args.url is not None else (args.camera or 0))
-    pipeline = build_live(source, settings, video=args.out, window=not args.no_window,
-                          extra_sinks=_zmq_sinks(args))
+    pipeline = build_live(source, settings, video=args.out, window=not args.no_window)
     _announce_foxglove(args, pipeline.sinks)
     stats = _run_and_report(pipeline)
     p50 = f"{stats.latency_ms_p50:.0f}" if stats.latency_ms_p50 is not None else "-"
@@ -281,9 +267,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from stream.backends import model_report
+    from stream.engines.factory import model_report
 
-    report = model_report(args.weights, args.precision)
+    report = model_report(args.weights, args.precision, model=args.model)
     if args.json:
         import json
 
@@ -311,14 +297,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
-    from stream.inference import create_estimator
-    from stream.pictures import PictureSettings, plan_outputs, run_pictures
+    from stream.engines.estimator import create_estimator
+    from stream.runtime.pictures import PictureSettings, plan_outputs, run_pictures
 
     settings = PictureSettings(cmap=args.cmap, invert=args.invert, side=args.side, raw=args.raw,
                                overwrite=args.overwrite)
     pairs = plan_outputs(args.inputs, args.out, overwrite=args.overwrite, raw=args.raw)
     estimator = create_estimator(args.weights, args.backend, args.device,
-                                 precision=args.precision)
+                                 precision=args.precision, model=args.model,
+                                 input_size=args.input_size)
     failed = []
 
     def report(exc: Exception) -> None:
@@ -341,7 +328,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from stream.errors import ConfigError
+    from stream.core.errors import ConfigError
 
     if args.zmq is not None:
         raise ConfigError("--zmq goes with convert and live, not batch")
@@ -383,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
-    from stream.errors import ConfigError, SinkError, SourceError, StreamError, WeightsError
+    from stream.core.errors import ConfigError, SinkError, SourceError, StreamError, WeightsError
 
     try:
         with _sigterm_stops_the_run():

@@ -28,7 +28,7 @@ from pathlib import Path
 import common
 import numpy as np
 
-from stream.align import fit_scale_shift
+from stream.geometry.align import fit_scale_shift
 
 __all__ = [
     "MOTORCYCLE_BASELINE_M",
@@ -189,10 +189,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import skimage.data
 
-    from stream.backends import create_backend
-    from stream.errors import ConfigError, WeightsError
-    from stream.inference import DepthEstimator
-    from stream.weights import check_file, resolve_path
+    from stream.core.errors import ConfigError, WeightsError
+    from stream.engines.estimator import DepthEstimator
+    from stream.engines.factory import create_backend
+    from stream.models.weights import check_file, resolve_path
 
     precisions = ["fp32", "int8"] if args.precision == "int8" else ["fp32"]
     try:

@@ -99,9 +99,9 @@ def main() -> None:
     import torch
 
     from stream.batch import engine
-    from stream.builder import convert
-    from stream.inference import create_estimator
-    from stream.settings import StreamSettings
+    from stream.core.settings import StreamSettings
+    from stream.engines.estimator import create_estimator
+    from stream.runtime.builder import convert
 
     work = Path(tempfile.mkdtemp(prefix="bench_batch_"))
     os.environ.setdefault("DEPTHSTREAM_CACHE", str(work / "cache"))

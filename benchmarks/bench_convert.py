@@ -65,7 +65,7 @@ PLAIN_IMAGE_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
 import cv2, numpy as np, torch
-from stream.model import MidasSmall
+from stream.models.midas import MidasSmall
 model = MidasSmall().eval()
 model.load_state_dict(torch.load({weights!r}, map_location="cpu", weights_only=True))
 bgr = cv2.imread({picture!r})
@@ -102,7 +102,7 @@ def weights_file(weights: str | None) -> tuple[Path, str]:
     """The checkpoint file to time: ``weights``, or the synthetic one saved once."""
     if weights is not None:
         return Path(weights), weights
-    from stream.model_cache import default_cache_dir
+    from stream.engines.cache import default_cache_dir
 
     path = default_cache_dir() / "bench" / "synthetic_seed0_midas_v21_small_256.pt"
     if not path.is_file():
@@ -137,8 +137,8 @@ def seed_loop(clip: Path | str, out: Path | str, weights: Path | str) -> int:
     """(a) The seed article's loop, one frame at a time on the calling thread."""
     import torch
 
-    from stream.backends import default_threads
-    from stream.model import MidasSmall
+    from stream.engines.base import default_threads
+    from stream.models.midas import MidasSmall
 
     torch.set_num_threads(default_threads())
     model = MidasSmall().eval()
@@ -204,7 +204,7 @@ def run_process(args: list[str], env: dict, cwd: Path) -> float:
 
 def prepare(weights: Path) -> dict[str, object]:
     """Make the fp32 and int8 models (untimed); return the estimators per precision."""
-    from stream.inference import create_estimator
+    from stream.engines.estimator import create_estimator
 
     return {p: create_estimator(str(weights), precision=p) for p in PRECISIONS}
 
@@ -213,9 +213,9 @@ def stage_times(frames: list[np.ndarray], estimator, clip: Path) -> dict[str, fl
     """(e) Median ms per frame of each stage besides the network, on the clip's frames."""
     import av
 
-    from stream.colormap import DisplayRange, colorize
-    from stream.smoothing import TemporalSmoother
-    from stream.transforms import preprocess_array, resize_depth
+    from stream.depth.colormap import DisplayRange, colorize
+    from stream.depth.smoothing import TemporalSmoother
+    from stream.models.transforms import preprocess_array, resize_depth
 
     out: dict[str, list[float]] = {k: [] for k in
                                    ("decode", "preprocess", "resize", "smoother", "colour")}
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear repor
         folder = Path(tmp)
         clip = trimmed_clip(args.frames, folder)
         frames = decoded_frames(clip)
-        from stream.transforms import preprocess_array
+        from stream.models.transforms import preprocess_array
 
         inputs = [preprocess_array(rgb) for rgb in frames]
         picture = folder / "picture.png"

@@ -22,7 +22,7 @@ import numpy as np
 from bench_convert import weights_file
 
 from stream import Pipeline, StreamSettings, create_estimator
-from stream.sources import LiveSource
+from stream.sources.capture import LiveSource
 from tests.support.mjpeg import MjpegServer
 
 

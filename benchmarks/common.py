@@ -67,7 +67,7 @@ def state_dict(weights: str | os.PathLike | None) -> tuple[dict, str]:
     """
     if weights is None:
         return synthetic_state_dict(0), "synthetic (tests/support/weights.py, seed 0)"
-    from stream.weights import load_state_dict
+    from stream.models.weights import load_state_dict
 
     return load_state_dict(weights), str(weights)
 

@@ -1,7 +1,7 @@
 """Encoder settings: file size, encoding time and quality of depth videos, per codec/preset/CRF.
 
 Runs the network once over the sample clip (``samples/clip.mp4``, 640x480, 360 frames),
-keeps the depth frames in memory, then writes them with :class:`stream.video_sink.VideoFileSink`
+keeps the depth frames in memory, then writes them with :class:`stream.sinks.video.VideoFileSink`
 for each setting on one encoder thread (as ``convert`` does) and reports, per setting, the
 sink's CPU time per frame (colouring + colour conversion + encoding, all threads of the
 process: robust on a busy machine, where wall time is not), the file size and its ratio
@@ -25,11 +25,11 @@ import av
 import common
 import numpy as np
 
-from stream.builder import build_convert, run
-from stream.render import Renderer
-from stream.settings import EncoderSettings, StreamSettings
-from stream.sinks import CallbackSink, SinkContext
-from stream.video_sink import VideoFileSink
+from stream.core.settings import EncoderSettings, StreamSettings
+from stream.depth.render import Renderer
+from stream.runtime.builder import build_convert, run
+from stream.sinks.base import CallbackSink, SinkContext
+from stream.sinks.video import VideoFileSink
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -33,9 +33,9 @@ import common
 import cv2
 import numpy as np
 
-from stream.align import fit_scale_shift
-from stream.colormap import DisplayRange, minmax
-from stream.smoothing import DEFAULT_STRENGTH, TemporalSmoother
+from stream.depth.colormap import DisplayRange, minmax
+from stream.depth.smoothing import DEFAULT_STRENGTH, TemporalSmoother
+from stream.geometry.align import fit_scale_shift
 
 __all__ = ["GOALS", "Scene", "make_scene", "run", "goals_met", "time_smoother", "main"]
 

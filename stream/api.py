@@ -2,7 +2,7 @@
 
 For robotics and other control loops that want depth without learning the pipeline's
 threads. Depth is *relative inverse depth*: float32, larger = nearer, in an unknown scale
-and shift; it is not metres (see :func:`stream.metric.fit_metric` to get metres from two
+and shift; it is not metres (see :func:`stream.geometry.metric.fit_metric` to get metres from two
 known distances).
 
 Example:
@@ -21,30 +21,39 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .builder import build_sinks, closing_on_error, open_source, robot_camera, stamp_start_unix_s
-from .errors import ConfigError, PipelineError, StreamError
-from .inference import DepthEstimator, SharedEstimator, create_estimator
-from .pipeline import Pipeline
-from .queues import DropPolicy, QueueSink
-from .records import DepthFrame, Frame, VideoInfo
-from .settings import RobotSettings, StreamSettings, smooth_strength
-from .sources import Source, read_image
-from .stats import RunStats
-from .transforms import to_rgb
+from stream.core.errors import ConfigError, PipelineError, StreamError
+from stream.core.records import DepthFrame, Frame, VideoInfo
+from stream.core.settings import RobotSettings, StreamSettings, smooth_strength
+from stream.core.stats import RunStats
+from stream.engines.estimator import DepthEstimator, SharedEstimator, create_estimator
+from stream.models.registry import get_spec
+from stream.models.transforms import to_rgb
+from stream.runtime.builder import (
+    build_sinks,
+    closing_on_error,
+    make_estimator,
+    open_source,
+    robot_camera,
+    stamp_start_unix_s,
+)
+from stream.runtime.pipeline import Pipeline
+from stream.runtime.queues import DropPolicy, QueueSink
+from stream.sources.capture import Source, read_image
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = ["estimate", "clear_cache", "DepthStream"]
 
-# One estimator per (weights, backend, precision): loading the checkpoint and building the
-# network takes far longer than one inference. Each is a SharedEstimator (it owns its
-# lock), as a backend's inference request may not be safe to share between threads.
-_cache: dict[tuple[str | None, str, str], SharedEstimator] = {}
+# One estimator per (weights, backend, precision, model, input size): loading the
+# checkpoint and building the network takes far longer than one inference. Each is a
+# SharedEstimator (it owns its lock), as a backend's inference request may not be safe to
+# share between threads.
+_cache: dict[tuple[Any, ...], SharedEstimator] = {}
 _cache_lock = threading.Lock()
 
 
@@ -52,20 +61,21 @@ def _weights_key(weights: str | os.PathLike | None) -> str | None:
     if weights is not None:
         return str(Path(weights).expanduser().resolve())
     # Default resolution depends on $DEPTHSTREAM_WEIGHTS; key on it so a change is seen.
-    from .weights import ENV_WEIGHTS
+    from stream.models.weights import ENV_WEIGHTS
 
     env = os.environ.get(ENV_WEIGHTS)
     return f"env:{Path(env).expanduser().resolve()}" if env else None
 
 
-def _estimator(weights: str | os.PathLike | None, backend: str,
-               precision: str = "auto") -> SharedEstimator:
-    key = (_weights_key(weights), backend, precision)
+def _estimator(weights: str | os.PathLike | None, backend: str, precision: str = "auto",
+               model: str | None = None, input_size: int | None = None) -> SharedEstimator:
+    spec = get_spec(model)
+    key = (_weights_key(weights), backend, precision, spec.name, input_size)
     with _cache_lock:
         # Built under the lock: two threads asking at once load the weights once.
         if key not in _cache:
-            _cache[key] = SharedEstimator(create_estimator(weights, backend,
-                                                           precision=precision))
+            _cache[key] = SharedEstimator(create_estimator(
+                weights, backend, precision=precision, model=spec, input_size=input_size))
         return _cache[key]
 
 
@@ -83,12 +93,15 @@ def estimate(
     weights: str | os.PathLike | None = None,
     backend: str = "auto",
     precision: str = "auto",
+    model: str | None = None,
+    input_size: int | None = None,
 ) -> np.ndarray:
-    """Relative inverse depth of one picture, at the picture's size.
+    """Depth of one picture, at the picture's size.
 
     The network is loaded on the first call and kept for later calls with the same
-    ``weights``, ``backend`` and ``precision`` (:func:`clear_cache` frees it). Safe to
-    call from several threads; calls on the same network run one at a time.
+    ``weights``, ``backend``, ``precision``, ``model`` and ``input_size``
+    (:func:`clear_cache` frees it). Safe to call from several threads; calls on the same
+    network run one at a time.
 
     Args:
         image: an RGB uint8 array ``[H, W, 3]`` (RGBA and gray ``[H, W]`` too; uint16 is
@@ -99,9 +112,13 @@ def estimate(
         backend: ``"auto"``, ``"openvino"`` or ``"torch"``.
         precision: ``"auto"`` (int8 where its self-check against fp32 passed, else
             fp32), ``"fp32"`` or ``"int8"`` (OpenVINO; made once per checkpoint).
+        model: the network: ``"midas-small"`` (default), ``"dav2-small"``,
+            ``"dav2-metric-indoor"`` or ``"dav2-metric-outdoor"``.
+        input_size: the network's input side instead of the model's default.
 
     Returns:
-        float32 ``[H, W]``: relative inverse depth, larger = nearer; not metres.
+        float32 ``[H, W]``: relative inverse depth (larger = nearer) for relative
+        models; depth in metres (larger = farther) for the metric ones.
 
     Raises:
         SourceError: ``image`` is a path that cannot be read as a picture.
@@ -120,7 +137,8 @@ def estimate(
         rgb = to_rgb(image, "rgb")
     else:
         raise ConfigError(f"image must be a numpy array or a path, got {type(image).__name__}")
-    estimator = _estimator(weights, backend, getattr(precision, "value", precision))
+    estimator = _estimator(weights, backend, getattr(precision, "value", precision), model,
+                           input_size)
     depth, _ = estimator.predict(rgb)
     return depth
 
@@ -156,7 +174,7 @@ class DepthStream:
     """Depth for every frame of a camera, stream URL or video file, in your own loop.
 
     Starts its threads at once (capture, network, hand-off) and hands you
-    :class:`~stream.records.DepthFrame` records; :meth:`close` (or leaving the
+    :class:`~stream.core.records.DepthFrame` records; :meth:`close` (or leaving the
     ``with`` block) stops and joins every thread.
 
     Each record has ``index`` (the source frame's number; gaps on live sources are frames
@@ -184,16 +202,18 @@ class DepthStream:
             ``$DEPTHSTREAM_WEIGHTS``, the cache, or a download.
         backend: ``"auto"``, ``"openvino"`` or ``"torch"``.
         precision: ``"auto"``, ``"fp32"`` or ``"int8"`` (as :func:`estimate`).
+        model: the network (as :func:`estimate`); metric models give frames in metres.
+        input_size: the network's input side instead of the model's default.
         smooth: temporal smoothing: ``True`` (default strength), ``False`` (raw network
             output per frame, each in its own scale), or a strength.
         live: latest-frame-wins (``True``) or every frame (``False``). Default: ``True``
             for cameras and URLs, ``False`` for files; a file with ``live=True`` is
             played at its frame rate, as a camera would deliver it.
-        estimator: a built :class:`~stream.inference.DepthEstimator` to use instead of
+        estimator: a built :class:`~stream.engines.estimator.DepthEstimator` to use instead of
             loading ``weights`` (the stream does not close it).
         robot: the camera model (``frame.camera``, ``frame.points()``), known distances
             for metric points, and ROS 2 bag / Foxglove / MCAP outputs, as
-            :class:`~stream.settings.RobotSettings`; default: a 60 degree camera.
+            :class:`~stream.core.settings.RobotSettings`; default: a 60 degree camera.
 
     Raises:
         SourceError: the source cannot be opened.
@@ -217,10 +237,13 @@ class DepthStream:
         estimator: DepthEstimator | None = None,
         robot: RobotSettings | None = None,
         precision: str = "auto",
+        model: str | None = None,
+        input_size: int | None = None,
     ) -> None:
         settings = StreamSettings(smooth=smooth_strength(smooth), backend=backend,
                                   weights=None if weights is None else os.fspath(weights),
-                                  robot=robot, precision=precision)
+                                  robot=robot, precision=precision,
+                                  network=get_spec(model).name, input_size=input_size)
         opened = _open_source(source, live)  # cheap checks before the model loads
         try:
             camera = robot_camera(settings, opened)
@@ -230,15 +253,13 @@ class DepthStream:
             with closing_on_error(*outputs):
                 owns = estimator is None
                 if estimator is None:
-                    estimator = create_estimator(weights, backend, live=opened.info.live,
-                                                 precision=settings.precision.value)
+                    estimator = make_estimator(settings, live=opened.info.live)
             # A consumer that takes its time holds a file back (nothing is lost) and
             # sees only the newest result of a live source.
             policy = DropPolicy.LATEST if opened.info.live else DropPolicy.BLOCK
             self._sink = QueueSink(maxsize=4, policy=policy)
             self._pipeline = Pipeline(opened, estimator, [self._sink, *outputs], settings,
-                                      close_estimator=owns)
-            self._pipeline.depth_stage.camera = camera
+                                      close_estimator=owns, camera=camera)
         except BaseException:
             opened.close()
             raise
@@ -270,7 +291,7 @@ class DepthStream:
         return self._pipeline.dropped + self._sink.dropped
 
     def stats(self) -> RunStats:
-        """Counters and timings of the run so far (see :class:`stream.pipeline.RunStats`)."""
+        """Counters and timings of the run so far (:class:`stream.core.stats.RunStats`)."""
         return self._pipeline.stats()
 
     # -- reading -----------------------------------------------------------------

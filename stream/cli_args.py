@@ -1,7 +1,7 @@
 """Command-line arguments: depthstream's argparse parser; starts no threads, touches no files.
 
 Flags, defaults, help texts and choices of every sub-command, in one place. Choices come from
-the enums of :mod:`stream.settings`; values are validated there, not here. Nothing heavy is
+the enums of :mod:`stream.core.settings`; values are validated there, not here. Nothing heavy is
 imported, so a usage error exits at once. The functions that run the commands stay in
 ``cli.py``, which hands them to :func:`build_parser` by sub-command name.
 """
@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .settings import (
+from stream.core.settings import (
     CODEC_DEFAULTS,
     COLORMAP_NAMES,
     CRF_RANGES,
@@ -28,6 +28,7 @@ from .settings import (
     VideoCodec,
     choices,
 )
+from stream.models.registry import DEFAULT_MODEL, MODELS
 
 __all__ = ["Handler", "build_parser"]
 
@@ -50,12 +51,21 @@ def build_parser(commands: Mapping[str, Handler] | None = None) -> argparse.Argu
     """
     parser = argparse.ArgumentParser(
         prog="depthstream",
-        description="Monocular depth (MiDaS v2.1 small) for pictures, videos and cameras.",
+        description="Monocular depth (MiDaS v2.1 small, Depth Anything V2 Small) for pictures, "
+                    "videos and cameras.",
     )
     parser.add_argument("--traceback", action="store_true",
                         help="show the full traceback on errors (for bug reports)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_image_command, _add_convert_command, _add_live_command,
+                _add_serve_command, _add_batch_command, _add_info_command):
+        add(sub)
+    if commands is not None:
+        _attach_commands(sub, commands)
+    return parser
 
+
+def _add_image_command(sub: Any) -> None:
     p = sub.add_parser("image", help="depth PNGs for pictures or folders of pictures",
                        description="Write an Inferno depth PNG per picture, at its size.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="picture files or folders")
@@ -68,6 +78,8 @@ def build_parser(commands: Mapping[str, Handler] | None = None) -> argparse.Argu
     _model_options(p)
     _colour_options(p)
 
+
+def _add_convert_command(sub: Any) -> None:
     p = sub.add_parser("convert", help="a depth video from a video file",
                        description="Convert every frame of a video, in order, keeping its frame "
                                    "rate, timestamps and audio.")
@@ -79,6 +91,8 @@ def build_parser(commands: Mapping[str, Handler] | None = None) -> argparse.Argu
     _model_options(p)
     _colour_options(p)
 
+
+def _add_live_command(sub: Any) -> None:
     p = sub.add_parser("live", help="live depth from a camera, a stream URL or a file",
                        description="Live depth in a window (q or Esc quits) and/or to a file.\n"
                                    "Frames the network cannot keep up with are dropped, so "
@@ -101,22 +115,17 @@ def build_parser(commands: Mapping[str, Handler] | None = None) -> argparse.Argu
     _model_options(p)
     _colour_options(p)
 
-    _add_serve_command(sub)
 
-    _add_batch_command(sub)
-
+def _add_info_command(sub: Any) -> None:
     p = sub.add_parser("info", help="the checkpoint, its cached models and int8's self-check",
                        description="Show which checkpoint is used, which OpenVINO models are "
                                    "cached for it, and how the int8 model agreed with fp32. "
                                    "With --precision, make that model first if it is missing.")
-    p.add_argument("--weights", metavar="PATH",
-                   help="the checkpoint (default: $DEPTHSTREAM_WEIGHTS or the cache; no download)")
+    _network_options(p, "the checkpoint (default: $DEPTHSTREAM_WEIGHTS or the cache; "
+                        "no download)")
     p.add_argument("--precision", choices=("fp32", "int8"), default=None,
                    help="make this model now if it is not cached (int8: about a minute, once)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    if commands is not None:
-        _attach_commands(sub, commands)
-    return parser
 
 
 def _attach_commands(sub: Any, commands: Mapping[str, Handler]) -> None:
@@ -129,11 +138,21 @@ def _attach_commands(sub: Any, commands: Mapping[str, Handler]) -> None:
         sub.choices[name].set_defaults(func=handler)
 
 
+def _network_options(g: Any, weights_help: str) -> None:
+    """``--model``, ``--weights`` and ``--input-size``: which network, from which file."""
+    g.add_argument("--model", choices=list(MODELS), default=DEFAULT_MODEL,
+                   help=f"the network (default: {DEFAULT_MODEL}); the dav2-metric models "
+                        "give depth in metres")
+    g.add_argument("--weights", metavar="PATH", help=weights_help)
+    g.add_argument("--input-size", type=int, metavar="N", default=None,
+                   help="the network's input side (default: the model's: 256 for midas-small, "
+                        "518 for dav2 pictures; smaller is faster, larger sharper)")
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--weights", metavar="PATH",
-                   help="midas_v21_small_256.pt (default: $DEPTHSTREAM_WEIGHTS, the cache, "
-                        "or download)")
+    _network_options(g, "the model's official checkpoint (default: $DEPTHSTREAM_WEIGHTS, "
+                        "the cache, or download)")
     g.add_argument("--backend", choices=choices(BackendName), default="auto",
                    help="inference engine (default: auto = OpenVINO when installed, else torch)")
     g.add_argument("--device", choices=choices(Device), default="cpu",
@@ -235,7 +254,7 @@ def _encoder_options(p: argparse.ArgumentParser) -> None:
 
 
 def _window_keys_help() -> str:
-    from stream.window_keys import key_help
+    from stream.window.keys import key_help
 
     return "keys in the window:\n" + "\n".join(f"  {line}" for line in key_help())
 

@@ -45,7 +45,8 @@ def _no_real_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, _model_cac
 @pytest.fixture
 def cheap(monkeypatch: pytest.MonkeyPatch) -> None:
     """Replace the network with the cheap test double (``support.fakes.cheap_estimator``)."""
-    monkeypatch.setattr("stream.inference.create_estimator", lambda *a, **k: cheap_estimator())
+    monkeypatch.setattr("stream.engines.estimator.create_estimator",
+                        lambda *a, **k: cheap_estimator())
 
 
 @pytest.fixture
@@ -54,4 +55,4 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def create(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was loaded before the inputs and outputs were checked")
 
-    monkeypatch.setattr("stream.inference.create_estimator", create)
+    monkeypatch.setattr("stream.engines.estimator.create_estimator", create)

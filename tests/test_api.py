@@ -17,9 +17,9 @@ from support.mjpeg import MjpegServer
 
 import stream.api as api
 from stream.api import DepthStream, clear_cache, estimate
-from stream.backends import create_backend
-from stream.errors import ConfigError, PipelineError, SourceError, WeightsError
-from stream.inference import DepthEstimator
+from stream.core.errors import ConfigError, PipelineError, SourceError, WeightsError
+from stream.engines.estimator import DepthEstimator
+from stream.engines.factory import create_backend
 
 
 @pytest.fixture

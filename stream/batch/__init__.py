@@ -1,6 +1,6 @@
 """Batch: convert a video library, or one long video, across machines with Ray.
 
-A front end, above :mod:`stream.builder`. Importing this package is light (no Ray, no
+A front end, above :mod:`stream.runtime.builder`. Importing this package is light (no Ray, no
 PyAV, no network); :func:`run_batch` imports them when it runs. Modules:
 
 * :mod:`~stream.batch.options`: :class:`BatchSettings` (output folder, cluster, pool,
@@ -15,26 +15,17 @@ PyAV, no network); :func:`run_batch` imports them when it runs. Modules:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .options import BatchSettings, OutputFormat
-
-if TYPE_CHECKING:
-    from .runner import BatchReport
+from stream.batch.options import BatchSettings, OutputFormat
+from stream.batch.report import BatchReport
 
 __all__ = ["BatchSettings", "OutputFormat", "BatchReport", "run_batch"]
 
 
 def run_batch(*args: Any, **kwargs: Any) -> BatchReport:
     """Convert videos across a Ray cluster; see :func:`stream.batch.runner.run_batch`."""
-    from .runner import run_batch as _run_batch
+    from stream.batch.runner import run_batch as _run_batch
 
     return _run_batch(*args, **kwargs)
 
-
-def __getattr__(name: str) -> Any:
-    if name == "BatchReport":
-        from .runner import BatchReport
-
-        return BatchReport
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,8 +30,9 @@ from typing import Any, Protocol
 import ray
 from ray import exceptions as rex
 
-from ..errors import ConfigError, StreamError
-from ..settings import StreamSettings
+from stream.core.errors import ConfigError, StreamError
+from stream.core.settings import StreamSettings
+
 from .options import BatchSettings
 from .worker import Task, TaskResult, Worker, check_paths
 
@@ -102,7 +103,7 @@ def start_local(num_cpus: int | None = None) -> str:
     Raises:
         ConfigError: Ray did not come up on loopback (then it is stopped again).
     """
-    from ..backends import default_threads
+    from stream.engines.base import default_threads
 
     local_env()
     context = ray.init(num_cpus=num_cpus or default_threads(), include_dashboard=False,

@@ -2,7 +2,7 @@
 
 Starts no threads, touches no files, imports nothing heavy (no Ray): a bad option fails
 here, before Ray starts. The per-file conversion settings (layout, colours, model...)
-stay in :class:`stream.settings.StreamSettings`; :class:`BatchSettings` holds what only a
+stay in :class:`stream.core.settings.StreamSettings`; :class:`BatchSettings` holds what only a
 batch has: the output folder and format, the cluster, the pool, the segments, retries.
 """
 
@@ -15,8 +15,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..settings import parse_enum
+from stream.core.errors import ConfigError
+from stream.core.settings import parse_enum
 
 __all__ = ["OutputFormat", "BatchSettings", "DEFAULT_SEGMENT_S", "DEFAULT_WARMUP_S",
            "ENV_ESTIMATOR", "ENV_ESTIMATOR_KWARGS", "estimator_hook_from_env"]
@@ -28,7 +28,7 @@ DEFAULT_WARMUP_S = 2.0
 """Frames decoded (and run through the network) before a segment, not written."""
 
 ENV_ESTIMATOR = "DEPTHSTREAM_BATCH_ESTIMATOR"
-"""``module:callable`` returning a :class:`~stream.inference.DepthEstimator`: a test or
+"""``module:callable`` returning a :class:`~stream.engines.estimator.DepthEstimator`: a test or
 development hook that replaces the network in every worker (the tests' cheap double)."""
 
 ENV_ESTIMATOR_KWARGS = "DEPTHSTREAM_BATCH_ESTIMATOR_KWARGS"

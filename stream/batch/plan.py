@@ -1,7 +1,7 @@
 """Batch plan: the input videos, where each one's outputs go, and the manifest of results.
 
 Reads folders (to find videos) and writes one file, the manifest in the output folder
-(through :mod:`stream.files`, atomically); starts no threads, imports nothing heavy.
+(through :mod:`stream.core.files`, atomically); starts no threads, imports nothing heavy.
 
 Outputs mirror the input tree: ``in/sub/c.mkv``, found in the folder ``in``, becomes
 ``OUTDIR/sub/c.mp4`` (and ``OUTDIR/sub/c_raw/``); a file named on the command line
@@ -23,9 +23,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, SinkError, SourceError
-from ..files import write_json_atomic
-from ..settings import StreamSettings
+from stream.core.errors import ConfigError, SinkError, SourceError
+from stream.core.files import write_json_atomic
+from stream.core.settings import StreamSettings
+
 from .options import BatchSettings
 
 __all__ = [

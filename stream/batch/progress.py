@@ -9,10 +9,9 @@ frames per second and its ETA the run's; files done and workers busy are its pos
 from __future__ import annotations
 
 import sys
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-if TYPE_CHECKING:
-    from .runner import BatchReport
+from .report import BatchReport
 
 __all__ = ["BatchProgress", "summary_table"]
 

@@ -1,6 +1,6 @@
 """Segments: a long video cut at keyframes, each piece converted alone, joined losslessly.
 
-Reads videos (PyAV) and writes joined outputs (through :mod:`stream.files`, atomically);
+Reads videos (PyAV) and writes joined outputs (through :mod:`stream.core.files`, atomically);
 starts no threads. :func:`plan_video` finds a video's keyframes (demuxing, no decoding)
 and cuts it into :class:`Segment` s of about the asked length. A worker converts one
 segment with :class:`SegmentSource` (decoding starts a warm-up stretch earlier, so the
@@ -26,13 +26,13 @@ from typing import Any
 import av
 import numpy as np
 
-from ..audio import AudioTrack
-from ..errors import SinkError, SourceError, StreamError
-from ..files import PartFile, atomic_dir, write_text_atomic
-from ..records import DepthFrame
-from ..sinks import RawDepthSink, Sink, SinkContext
-from ..sources import FileSource, av_reason
-from ..video_sink import VIDEO_FORMATS
+from stream.core.errors import SinkError, SourceError, StreamError
+from stream.core.files import PartFile, atomic_dir, write_text_atomic
+from stream.core.records import DepthFrame
+from stream.sinks.base import RawDepthSink, Sink, SinkContext
+from stream.sinks.video import VIDEO_FORMATS
+from stream.sources.audio import AudioTrack
+from stream.sources.capture import FileSource, av_reason
 
 __all__ = ["Segment", "VideoPlan", "plan_video", "SegmentSource", "SegmentSinks",
            "join_videos", "join_raw", "check_frames"]
@@ -349,7 +349,7 @@ def join_videos(parts: Sequence[Path], output: Path, audio_from: Path | None = N
     The segments must hold one video stream each, encoded with the same settings (each
     starts with a keyframe), with increasing timestamps. The sound of ``audio_from`` is
     added once, interleaved with the video (copied, or re-encoded where the container
-    cannot hold its codec, as :class:`stream.video_sink.VideoFileSink` does). Written to
+    cannot hold its codec, as :class:`stream.sinks.video.VideoFileSink` does). Written to
     a temporary next to ``output``, renamed into place when whole (replacing a file
     there).
 

@@ -1,7 +1,7 @@
 """Batch worker: what one worker process does with a task (no Ray in this module).
 
 Touches files (reads the inputs, writes segment files and outputs through the sinks and
-:mod:`stream.files`); the pipelines it runs start their own threads, it starts none
+:mod:`stream.core.files`); the pipelines it runs start their own threads, it starts none
 itself. A :class:`Worker` loads the network once and then runs tasks one at a time: a
 whole file (a one-machine convert), one segment of a long file, or the join of a file's
 segments. :mod:`stream.batch.engine` wraps it as a Ray actor; tests run it in-process.
@@ -23,12 +23,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from ..builder import build_convert, build_sinks, closing_on_error, run
-from ..errors import ConfigError, StreamError
-from ..files import write_json_atomic
-from ..inference import DepthEstimator
-from ..pipeline import Pipeline
-from ..settings import StreamSettings
+from stream.core.errors import ConfigError, StreamError
+from stream.core.files import write_json_atomic
+from stream.core.settings import StreamSettings
+from stream.engines.estimator import DepthEstimator
+from stream.runtime.builder import build_convert, build_sinks, closing_on_error, make_estimator, run
+from stream.runtime.pipeline import Pipeline
+
 from .options import BatchSettings
 from .plan import FileJob
 
@@ -120,15 +121,7 @@ def load_estimator(settings: StreamSettings, batch: BatchSettings,
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"estimator factory {batch.estimator_factory}: {exc}") from exc
         return factory(**batch.estimator_kwargs)
-    from ..backends import create_backend
-    from ..weights import check_file, resolve_path
-
-    # As stream.inference.create_estimator does, with the worker's share of the CPUs.
-    model = settings.model
-    path = check_file(resolve_path(model.weights, progress=False))
-    return DepthEstimator(create_backend(model.backend.value, device=model.device.value,
-                                         threads=threads, weights=path,
-                                         precision=model.precision.value))
+    return make_estimator(settings, threads=threads, progress=False)
 
 
 class Worker:

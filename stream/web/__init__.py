@@ -30,14 +30,14 @@ Importing this package starts nothing.
 
 from __future__ import annotations
 
-from .app import STATUS_FOR, DepthServer, create_app, status_for
-from .config import MB, ServerConfig, parse_size_wh
-from .httpd import HttpServer
-from .jobs import OUTPUTS, Job, JobKind, JobSettings, JobStatus, JobStore
-from .live import LiveBusyError, LiveStream, LiveUnavailableError
-from .serve import default_data_dir, serve
-from .uploads import UploadBusyError, UploadTooLargeError, detect_kind
-from .worker import JobWorker, QueueFullError
+from stream.web.app import STATUS_FOR, DepthServer, create_app, status_for
+from stream.web.config import MB, ServerConfig, parse_size_wh
+from stream.web.httpd import HttpServer
+from stream.web.jobs import OUTPUTS, Job, JobKind, JobSettings, JobStatus, JobStore
+from stream.web.live import LiveBusyError, LiveStream, LiveUnavailableError
+from stream.web.serve import default_data_dir, serve
+from stream.web.uploads import UploadBusyError, UploadTooLargeError, detect_kind
+from stream.web.worker import JobWorker, QueueFullError
 
 __all__ = [
     "MB",

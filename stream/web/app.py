@@ -53,13 +53,14 @@ from urllib.parse import urlencode
 from flask import Flask, Request, Response, jsonify, redirect, request, send_from_directory
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from ..errors import ConfigError, SourceError, StreamError
-from ..inference import DepthEstimator
-from ..settings import COLORMAP_NAMES, Layout, Precision, StreamSettings, choices
-from ..sources import Source
+from stream.core.errors import ConfigError, SourceError, StreamError
+from stream.core.settings import COLORMAP_NAMES, Layout, Precision, StreamSettings, choices
+from stream.engines.estimator import DepthEstimator
+from stream.sources.capture import Source
+
 from . import retention
 from .auth import cookie_name, request_has_token, token_matches
-from .config import ServerConfig
+from .config import MB, ServerConfig
 from .jobs import Job, JobSettings, JobStatus, JobStore, public_message
 from .live import LiveStream, LiveUnavailableError
 from .uploads import (
@@ -461,8 +462,8 @@ def create_app(
         ConfigError: for limits that are not positive.
         StreamError: (``WeightsError``, ...) if the model cannot be built.
     """
-    config = ServerConfig(data_dir=Path(data_dir), max_image_bytes=int(max_image_mb * 1e6),
-                          max_video_bytes=int(max_video_mb * 1e6), model_tag=model_tag,
+    config = ServerConfig(data_dir=Path(data_dir), max_image_bytes=int(max_image_mb * MB),
+                          max_video_bytes=int(max_video_mb * MB), model_tag=model_tag,
                           **limits)
     server = DepthServer(config, estimator_factory, live_source, live_settings,
                          precision_factory)

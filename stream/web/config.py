@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..settings import Precision, parse_enum
+from stream.core.errors import ConfigError
+from stream.core.settings import Precision, parse_enum
 
 __all__ = ["MB", "ServerConfig", "parse_size_wh"]
 

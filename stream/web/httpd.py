@@ -39,7 +39,8 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress.utilities import Error
 from waitress.utilities import RequestEntityTooLarge as _WaitressTooLarge
 
-from ..errors import SinkError
+from stream.core.errors import SinkError
+
 from .app import FORM_SLACK_BYTES, DepthServer
 from .auth import request_has_token
 from .uploads import too_large_message

@@ -1,7 +1,7 @@
 """Jobs: the web server's job records and the store that keeps them.
 
 Touches files: :class:`JobStore` creates ``<data_dir>/jobs`` and ``<data_dir>/uploads``,
-writes each job's ``meta.json`` (atomically, through :mod:`stream.files`), deletes a
+writes each job's ``meta.json`` (atomically, through :mod:`stream.core.files`), deletes a
 job's files when it is cancelled, fails or is evicted, empties the uploads folder and
 reads the records back at start. Starts no threads; the store is safe to use from
 several.
@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..errors import ConfigError
-from ..files import write_json_atomic
-from ..settings import Layout, Precision, RenderSettings, parse_enum
+from stream.core.errors import ConfigError
+from stream.core.files import write_json_atomic
+from stream.core.settings import Layout, Precision, RenderSettings, parse_enum
 
 __all__ = [
     "OUTPUTS",
@@ -120,7 +120,7 @@ class JobSettings:
     """How a job renders its result (form fields of ``POST /api/jobs``).
 
     Attributes:
-        cmap: colormap, one of :data:`stream.settings.COLORMAP_NAMES`.
+        cmap: colormap, one of :data:`stream.core.settings.COLORMAP_NAMES`.
         invert: show near as dark instead of bright.
         layout: videos only: ``depth``, ``side`` (picture beside depth) or ``overlay``.
         precision: the network's precision (``auto``, ``fp32``, ``int8``); ``None``:

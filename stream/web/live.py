@@ -1,6 +1,6 @@
 """Live: one camera or URL pipeline fanned out to every MJPEG viewer of the web server.
 
-Starts threads: the first viewer starts a :class:`stream.pipeline.Pipeline` (its own
+Starts threads: the first viewer starts a :class:`stream.runtime.pipeline.Pipeline` (its own
 capture, inference and render threads), and the last one to leave starts a
 ``threading.Timer`` that stops it after a grace period. Touches no files. The number of
 viewers is capped; a viewer that stops reading is let go by the HTTP server's write
@@ -18,15 +18,15 @@ from typing import Any
 
 import cv2
 
-from ..builder import build_live
-from ..errors import StreamError
-from ..inference import DepthEstimator
-from ..pipeline import Pipeline
-from ..records import DepthFrame
-from ..render import Renderer
-from ..settings import Layout, StreamSettings, parse_enum
-from ..sinks import Sink, SinkContext
-from ..sources import Source
+from stream.core.errors import StreamError
+from stream.core.records import DepthFrame
+from stream.core.settings import Layout, StreamSettings, parse_enum
+from stream.depth.render import Renderer
+from stream.engines.estimator import DepthEstimator
+from stream.runtime.builder import build_live
+from stream.runtime.pipeline import Pipeline
+from stream.sinks.base import Sink, SinkContext
+from stream.sources.capture import Source
 
 __all__ = ["LiveBusyError", "LiveStream", "LiveUnavailableError"]
 
@@ -139,7 +139,7 @@ class LiveStream:
     camera never holds up the status, the frames, or a running stream's viewers.
 
     Args:
-        open_source: opens the camera or URL (a :class:`stream.sources.LiveSource`).
+        open_source: opens the camera or URL (a :class:`stream.sources.capture.LiveSource`).
         estimator: gives the (shared) estimator when a pipeline starts.
         settings: smoothing and colours of the live pipeline.
         idle_s: how long the pipeline outlives its last viewer.

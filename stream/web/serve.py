@@ -23,9 +23,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..inference import create_estimator
-from ..sources import LiveSource, Source
+from stream.core.errors import ConfigError
+from stream.engines.estimator import create_estimator
+from stream.sources.capture import LiveSource, Source
+
 from .app import DepthServer
 from .auth import is_loopback, new_token
 from .config import MB, ServerConfig
@@ -144,7 +145,7 @@ def serve(
         SourceError: the camera or URL gives no frames.
         SinkError: the address cannot be listened on (port in use, no such address).
     """
-    from ..weights import load_state_dict, state_dict_digest
+    from stream.models.weights import load_state_dict, state_dict_digest
 
     token, made_up = _choose_token(host, token)
     config = _config(data_dir, max_image_mb, max_video_mb, max_data_mb, keep_hours,

@@ -12,7 +12,7 @@ is what its header claims.
 
 A refused upload raises an ordinary error: :class:`UploadTooLargeError` over a limit,
 :class:`UploadBusyError` when the checker has too much to do,
-:class:`stream.errors.SourceError` for a file that is empty or decodes as neither a
+:class:`stream.core.errors.SourceError` for a file that is empty or decodes as neither a
 picture nor a video. Which HTTP status each one answers is decided in
 :mod:`stream.web.app` only.
 """
@@ -28,8 +28,9 @@ import warnings
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from ..errors import SourceError, StreamError
-from ..sources import FileSource, read_image
+from stream.core.errors import SourceError, StreamError
+from stream.sources.capture import FileSource, read_image
+
 from .config import MB, ServerConfig
 from .jobs import JobKind, JobSettings
 

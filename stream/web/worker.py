@@ -9,7 +9,7 @@ and a finished job's ``input``.
 
 Pictures and videos wait in separate lanes, each run by its own thread, so a picture
 never waits behind a long video: the two lanes share the network frame by frame
-(:class:`~stream.inference.SharedEstimator`), as the live view does.
+(:class:`~stream.engines.estimator.SharedEstimator`), as the live view does.
 """
 
 from __future__ import annotations
@@ -26,16 +26,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..builder import convert
-from ..colormap import minmax
-from ..errors import SourceError, StreamError
-from ..files import atomic_open
-from ..inference import DepthEstimator, SharedEstimator
-from ..pictures import PictureSettings, render_picture
-from ..settings import RawFormat, StreamSettings
-from ..sinks import write_depth_raw, write_image
-from ..sources import read_image
-from ..transforms import to_rgb
+from stream.core.errors import SourceError, StreamError
+from stream.core.files import atomic_open
+from stream.core.settings import RawFormat, StreamSettings
+from stream.depth.colormap import minmax
+from stream.engines.estimator import DepthEstimator, SharedEstimator
+from stream.models.transforms import to_rgb
+from stream.runtime.builder import convert
+from stream.runtime.pictures import PictureSettings, render_picture
+from stream.sinks.base import write_depth_raw, write_image
+from stream.sources.capture import read_image
+
 from .config import ServerConfig
 from .jobs import Job, JobKind, JobStatus, JobStore, public_message
 
@@ -81,7 +82,7 @@ class JobWorker:
     """Two lanes of waiting jobs (pictures, videos), each run by its own thread, in order.
 
     The estimator is built on the picture lane's thread by ``estimator_factory`` and
-    shared as a :class:`~stream.inference.SharedEstimator` (:attr:`estimator`), which
+    shared as a :class:`~stream.engines.estimator.SharedEstimator` (:attr:`estimator`), which
     owns the lock that makes the lanes and the live stream take turns on the network,
     frame by frame. :meth:`start` waits for it and re-raises its error. A job that asks
     for another precision gets an estimator of its own from ``precision_factory``,

@@ -14,8 +14,8 @@ import time
 import cv2
 import numpy as np
 
-from stream.backends import Backend
-from stream.inference import DepthEstimator
+from stream.engines.base import Backend
+from stream.engines.estimator import DepthEstimator
 
 __all__ = ["CheapBackend", "cheap_estimator"]
 

@@ -1,0 +1,263 @@
+"""ROS 2 bag sink: depth, colour and camera info per frame, into a rosbag2 folder (``--rosbag``).
+
+Written with the pure-Python ``rosbags`` library (no ROS installation), as rosbag2
+version 8 in MCAP (default) or SQLite 3 storage, which ``ros2 bag info`` / ``ros2 bag
+play`` read. Per frame, under the topic prefix (default ``/depthstream``):
+
+* ``<prefix>/depth/image_raw``: ``sensor_msgs/msg/Image``, ``32FC1``, the frame's
+  relative inverse depth (larger = nearer, unknown scale and shift: *not metres*);
+* ``<prefix>/depth/camera_info``: ``sensor_msgs/msg/CameraInfo`` (pinhole, ``plumb_bob``
+  with zero distortion) of the frame's camera model;
+* ``<prefix>/color/image_raw/compressed``: ``sensor_msgs/msg/CompressedImage``, the
+  input picture as JPEG;
+* with ``colour``: ``<prefix>/depth/colormap``, ``sensor_msgs/msg/Image`` ``bgr8``;
+* with ``pointcloud``: ``<prefix>/depth/points``, ``sensor_msgs/msg/PointCloud2`` (x, y, z
+  float32 and packed ``rgb``), in metres when known distances were given, else in
+  relative units with ``frame_id`` ``<frame_id>_relative``.
+
+The bag is written in a temporary folder next to the target and renamed into place when
+the sink is closed, which the pipeline does also after Ctrl+C or SIGTERM: a bag folder is
+whole or absent. Touches files; starts no threads.
+
+Example:
+    >>> from rosbags.rosbag2 import Reader  # doctest: +SKIP
+    >>> with Reader("run.bag") as bag:  # doctest: +SKIP
+    ...     print([c.topic for c in bag.connections])
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from stream.core.errors import SinkError
+from stream.core.files import PART_SUFFIX, remove_stale_parts
+from stream.core.records import DepthFrame
+from stream.core.settings import RosbagStorage, StreamSettings, parse_enum
+from stream.depth.colormap import colorize
+from stream.geometry.camera import POINT_STRIDE, PinholeCamera
+from stream.robotics.stamps import Stamper, split_ns
+from stream.sinks.base import Sink, SinkContext
+
+__all__ = ["BAG_VERSION", "DEPTH_UNITS", "RosbagSink", "topic_names"]
+
+#: rosbag2 metadata version written (the format of ROS 2 Iron's rosbag2).
+BAG_VERSION = 8
+_JPEG_QUALITY = 85
+#: What the ``32FC1`` depth holds, recorded in the bag's ``custom_data``.
+DEPTH_UNITS = "relative inverse depth: larger = nearer, unknown scale and shift, not metres"
+
+
+def topic_names(prefix: str = "/depthstream") -> dict[str, str]:
+    """Topic of each kind of message under ``prefix`` (shared with the Foxglove channels)."""
+    return {
+        "depth": f"{prefix}/depth/image_raw",
+        "info": f"{prefix}/depth/camera_info",
+        "jpeg": f"{prefix}/color/image_raw/compressed",
+        "colour": f"{prefix}/depth/colormap",
+        "points": f"{prefix}/depth/points",
+    }
+
+
+def _temp_name(target: Path) -> Path:
+    # The naming of stream.core.files' temporaries, so a run killed with -9 leaves a folder
+    # the next run's sweep removes.
+    return target.with_name(f"{target.name}.ds{os.getpid()}-{os.urandom(4).hex()}{PART_SUFFIX}")
+
+
+class RosbagSink(Sink):
+    """Write each frame's depth, colour and camera info to a ROS 2 bag.
+
+    Args:
+        folder: the bag (a folder that must not exist, unless ``overwrite`` and it holds
+            a bag); its parent must exist.
+        storage: ``mcap`` or ``sqlite3``.
+        frame_id: ``header.frame_id`` of the messages.
+        topic_prefix: namespace of the topics.
+        colour: add the colourised depth as ``bgr8``.
+        pointcloud: add a ``PointCloud2`` per frame, every ``point_step``-th pixel.
+        point_step: pixel step of the point clouds.
+        cmap: colormap of the colourised depth.
+        invert: near dark in the colourised depth.
+        stamper: header stamps (default: the video's pts, the capture clock live).
+        overwrite: replace an existing bag.
+
+    Raises:
+        SinkError: the parent folder is missing, or ``folder`` exists (and is not a bag
+            to overwrite).
+    """
+
+    def __init__(self, folder: str | os.PathLike, *,
+                 storage: RosbagStorage | str = RosbagStorage.MCAP,
+                 frame_id: str = "camera", topic_prefix: str = "/depthstream",
+                 colour: bool = False, pointcloud: bool = False, point_step: int = 4,
+                 cmap: str = "inferno", invert: bool = False,
+                 stamper: Stamper | None = None, overwrite: bool = False) -> None:
+        self.folder = Path(folder)
+        self.storage = parse_enum(RosbagStorage, storage, "rosbag storage")
+        if not self.folder.parent.is_dir():
+            raise SinkError(f"output folder does not exist: {self.folder.parent}")
+        if self.folder.exists() or self.folder.is_symlink():
+            if not overwrite:
+                raise SinkError(f"output exists: {self.folder} (use --overwrite to replace it)")
+            if not (self.folder.is_dir() and (self.folder / "metadata.yaml").is_file()):
+                raise SinkError(f"{self.folder} exists and is not a ROS 2 bag; not replacing it")
+        self.frame_id, self.colour, self.pointcloud = frame_id, colour, pointcloud
+        self.point_step, self.cmap, self.invert = point_step, cmap, invert
+        self.topics = topic_names(topic_prefix)
+        self.stamper = stamper or Stamper()
+        self.frames_written = 0
+        self._writer: Any = None
+        self._temp: Path | None = None
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: StreamSettings, stamper: Stamper) -> RosbagSink:
+        """The sink ``settings.robot`` asks for (``rosbag_dir`` must be set)."""
+        robot = settings.robot
+        assert robot is not None and robot.rosbag_dir is not None
+        return cls(robot.rosbag_dir, storage=robot.rosbag_storage, colour=robot.rosbag_colour,
+                   cmap=settings.cmap, invert=settings.invert, stamper=stamper,
+                   overwrite=settings.overwrite, **robot.topic_options)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def open(self, context: SinkContext) -> None:  # noqa: D102
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.typesys import Stores, get_typestore
+
+        self.stamper.open(context.info)
+        self._store = get_typestore(Stores.ROS2_HUMBLE)
+        remove_stale_parts(self.folder.parent)
+        self._temp = _temp_name(self.folder)
+        try:
+            self._temp.mkdir()
+            plugin = (StoragePlugin.MCAP if self.storage is RosbagStorage.MCAP
+                      else StoragePlugin.SQLITE3)
+            self._writer = Writer(self._temp / self.folder.name, version=BAG_VERSION,
+                                  storage_plugin=plugin)
+            self._writer.open()
+            self._writer.set_custom_data("depthstream.depth_units", DEPTH_UNITS)
+        except OSError as exc:
+            self._discard()
+            raise SinkError(f"cannot write {self.folder}: {exc.strerror or exc}") from exc
+        kinds = {"depth": "Image", "info": "CameraInfo", "jpeg": "CompressedImage"}
+        if self.colour:
+            kinds["colour"] = "Image"
+        if self.pointcloud:
+            kinds["points"] = "PointCloud2"
+        self._connections = {
+            kind: self._writer.add_connection(self.topics[kind], f"sensor_msgs/msg/{name}",
+                                              typestore=self._store)
+            for kind, name in kinds.items()
+        }
+
+    def write(self, frame: DepthFrame) -> None:  # noqa: D102
+        stamp = self.stamper.stamp_ns(frame)
+        types = self._store.types
+        sec, nanosec = split_ns(stamp)
+        header = types["std_msgs/msg/Header"](
+            stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+            frame_id=self.frame_id)
+        height, width = frame.depth.shape
+        depth = np.ascontiguousarray(frame.depth, dtype="<f4").view(np.uint8).reshape(-1)
+        messages: dict[str, Any] = {
+            "depth": self._image(header, depth, width, height, "32FC1", 4),
+            "info": self._camera_info(header, frame.camera),
+            "jpeg": types["sensor_msgs/msg/CompressedImage"](
+                header=header, format="jpeg", data=_jpeg(frame.image)),
+        }
+        if self.colour:
+            bgr = colorize(frame.depth, frame.lo, frame.hi, cmap=self.cmap, invert=self.invert)
+            messages["colour"] = self._image(header, bgr.reshape(-1), width, height, "bgr8", 3)
+        if self.pointcloud:
+            messages["points"] = self._cloud(header, frame)
+        for kind, message in messages.items():
+            data = self._store.serialize_cdr(message, message.__msgtype__)
+            self._writer.write(self._connections[kind], stamp, data)
+        self.frames_written += 1
+
+    def close(self) -> None:  # noqa: D102
+        if self._closed or self._writer is None:
+            return
+        self._closed = True
+        try:
+            self._writer.close()
+        except Exception as exc:  # noqa: BLE001 - any failure leaves no half bag
+            self._discard()
+            raise SinkError(f"cannot finish the bag {self.folder}: {exc}") from exc
+        if not self.frames_written:
+            self._discard()
+            return
+        self._commit()
+
+    # -- messages ----------------------------------------------------------------------
+
+    def _image(self, header: Any, data: np.ndarray, width: int, height: int, encoding: str,
+               pixel_bytes: int) -> Any:
+        return self._store.types["sensor_msgs/msg/Image"](
+            header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
+            step=width * pixel_bytes, data=data)
+
+    def _camera_info(self, header: Any, camera: PinholeCamera | None) -> Any:
+        types = self._store.types
+        if camera is None:
+            raise SinkError("the rosbag sink needs frames with a camera model")
+        return types["sensor_msgs/msg/CameraInfo"](
+            header=header, height=camera.height, width=camera.width,
+            distortion_model="plumb_bob", d=np.array(camera.d), k=np.array(camera.k),
+            r=np.array(camera.r), p=np.array(camera.p), binning_x=0, binning_y=0,
+            roi=types["sensor_msgs/msg/RegionOfInterest"](
+                x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+    def _cloud(self, header: Any, frame: DepthFrame) -> Any:
+        types = self._store.types
+        cloud = frame.points(self.point_step)
+        field = types["sensor_msgs/msg/PointField"]
+        fields = [field(name=n, offset=o, datatype=7, count=1)  # 7: FLOAT32
+                  for n, o in (("x", 0), ("y", 4), ("z", 8), ("rgb", 12))]
+        if not cloud.metric:
+            header = types["std_msgs/msg/Header"](stamp=header.stamp,
+                                                  frame_id=f"{self.frame_id}_relative")
+        rows, cols = cloud.shape
+        return types["sensor_msgs/msg/PointCloud2"](
+            header=header, height=rows, width=cols, fields=fields, is_bigendian=False,
+            point_step=POINT_STRIDE, row_step=POINT_STRIDE * cols,
+            data=np.frombuffer(cloud.to_bytes(), np.uint8), is_dense=True)
+
+    # -- the folder ----------------------------------------------------------------------
+
+    def _commit(self) -> None:
+        assert self._temp is not None
+        bag = self._temp / self.folder.name
+        old = None
+        try:
+            if self.folder.exists():  # overwrite was checked: it is a bag
+                old = _temp_name(self.folder)
+                os.replace(self.folder, old)
+            os.replace(bag, self.folder)
+        except OSError as exc:
+            if old is not None and not self.folder.exists():
+                os.replace(old, self.folder)
+            self._discard()
+            raise SinkError(f"cannot write {self.folder}: {exc.strerror or exc}") from exc
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self._discard()
+
+    def _discard(self) -> None:
+        if self._temp is not None:
+            shutil.rmtree(self._temp, ignore_errors=True)
+            self._temp = None
+
+
+def _jpeg(image: np.ndarray) -> np.ndarray:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
+    if not ok:
+        raise SinkError("cannot encode a frame as JPEG")
+    return data.reshape(-1)
