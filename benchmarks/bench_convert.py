@@ -84,7 +84,7 @@ cv2.imwrite({out!r}, cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO))
 CLI_SCRIPT = """
 import sys, time
 sys.path.insert(0, {root!r})
-import cli
+import stream.cli as cli
 first = []
 call = cli._ProgressBar.__call__
 def noted(self, done, total):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import cli
+import stream.cli as cli
 from stream import cli_args
 
 ROOT = Path(__file__).resolve().parent.parent

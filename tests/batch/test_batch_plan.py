@@ -24,7 +24,7 @@ from support.clips import (
 )
 from support.fakes import cheap_estimator
 
-from cli import main
+from stream.cli import main
 from stream.batch.options import BatchSettings, OutputFormat
 from stream.batch.plan import Manifest, find_videos, plan_jobs, settings_record
 from stream.batch.segments import join_videos, plan_video

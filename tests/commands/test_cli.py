@@ -11,7 +11,7 @@ import pytest
 import torch
 from support.golden import DATA
 
-from cli import ExitStatus, main
+from stream.cli import ExitStatus, main
 from stream.depth.colormap import colorize, minmax
 from stream.models.midas import MidasSmall
 from stream.models.transforms import preprocess, resize_depth

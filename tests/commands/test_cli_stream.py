@@ -32,7 +32,7 @@ from support.clips import (
 from support.fakes import cheap_estimator
 from support.mjpeg import MjpegServer
 
-from cli import main
+from stream.cli import main
 from stream.engines.estimator import DepthEstimator
 from stream.engines.torch_backend import TorchBackend
 from stream.models.transforms import to_rgb

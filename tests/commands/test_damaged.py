@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from support.clips import make_clip, read_video
 
-from cli import main
+from stream.cli import main
 from stream.core.errors import SourceError
 from stream.sources.capture import FileSource
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from support.clips import make_clip, pattern
 
-from cli import main
+from stream.cli import main
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ sys.path[:0] = [{tests!r}, {root!r}]
 import stream.engines.estimator
 from support.fakes import cheap_estimator
 stream.engines.estimator.create_estimator = lambda *a, **k: cheap_estimator()
-import cli
+import stream.cli as cli
 code = cli.main(sys.argv[1:])
 # VmHWM, not ru_maxrss: ru_maxrss also counts the parent's memory at fork (pytest's).
 with open("/proc/self/status") as status:

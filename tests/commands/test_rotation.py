@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from support.clips import mux_frames, pattern, read_video
 
-from cli import main
+from stream.cli import main
 from stream.sources.capture import FileSource
 
 STORED_WH = (64, 48)  # landscape as stored; 90 and 270 show it portrait

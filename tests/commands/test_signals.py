@@ -24,7 +24,7 @@ import pytest
 from support.clips import NTSC, make_clip, pattern, read_video
 from support.fakes import cheap_estimator
 
-from cli import main
+from stream.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +40,7 @@ sys.path[:0] = [{tests!r}, {root!r}]
 import stream.engines.estimator
 from support.fakes import cheap_estimator
 stream.engines.estimator.create_estimator = lambda *a, **k: cheap_estimator(delay_s={delay})
-import cli
+import stream.cli as cli
 sys.exit(cli.main(sys.argv[1:]))
 """
 

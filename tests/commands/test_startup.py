@@ -38,7 +38,7 @@ RUNNER = """
 import json, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {root!r})
-import cli
+import stream.cli as cli
 code = cli.main(sys.argv[1:])
 print(json.dumps({{"code": code, "heavy": [m for m in {heavy!r} if m in sys.modules]}}))
 """

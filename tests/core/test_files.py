@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from support.clips import make_clip
 
-from cli import main
+from stream.cli import main
 from stream.core.errors import SinkError
 from stream.core.files import (
     PartFile,

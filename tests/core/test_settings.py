@@ -85,7 +85,7 @@ def test_colormap_names_match_the_tables():
 
 
 def test_cli_choices_come_from_the_enums():
-    from cli import build_parser
+    from stream.cli import build_parser
 
     parser = build_parser()
     convert = parser._subparsers._group_actions[0].choices["convert"]  # noqa: SLF001

@@ -23,7 +23,7 @@ from mcap.reader import make_reader
 from support.clips import NTSC, make_clip, read_video
 from websockets.sync.client import connect
 
-from cli import main
+from stream.cli import main
 from stream.core.settings import is_loopback, parse_host_port
 
 SCHEMAS = {

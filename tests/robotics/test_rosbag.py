@@ -24,7 +24,7 @@ from rosbags.typesys import Stores, get_typestore
 from support.clips import NTSC, make_clip, mux_frames, pattern, read_video
 from support.fakes import CheapBackend, cheap_estimator
 
-from cli import main
+from stream.cli import main
 from stream.api import DepthStream
 from stream.core.settings import RobotSettings
 from stream.engines.estimator import DepthEstimator
@@ -293,7 +293,7 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 from support.fakes import CheapBackend, cheap_estimator
 import stream.engines.estimator
 stream.engines.estimator.create_estimator = lambda *a, **k: cheap_estimator(delay_s=0.03)
-from cli import main
+from stream.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from support.clips import make_clip, read_video
 
-from cli import main
+from stream.cli import main
 from stream.core.errors import ConfigError
 from stream.core.records import DepthFrame, VideoInfo
 from stream.core.settings import (

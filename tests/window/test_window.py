@@ -29,7 +29,7 @@ import pytest
 from support.clips import make_clip, read_video
 from support.fakes import cheap_estimator
 
-from cli import main
+from stream.cli import main
 from stream.core.records import DepthFrame, VideoInfo
 from stream.core.settings import COLORMAP_NAMES, EncoderSettings, Layout
 from stream.depth.colormap import minmax
@@ -301,7 +301,7 @@ sys.path[:0] = [{tests!r}, {root!r}]
 import stream.engines.estimator
 from support.fakes import cheap_estimator
 stream.engines.estimator.create_estimator = lambda *a, **k: cheap_estimator(delay_s={delay!r})
-from cli import main
+from stream.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
