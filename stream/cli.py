@@ -112,7 +112,8 @@ def _stream_settings(args: argparse.Namespace) -> StreamSettings:
         robot=RobotSettings(
             fov_deg=args.fov, intrinsics=args.intrinsics, known_distances=args.known_distance,
             rosbag_dir=args.rosbag, rosbag_storage=args.rosbag_storage,
-            rosbag_colour=args.rosbag_colour, stamp_origin=args.stamp_origin,
+            rosbag_colour=args.rosbag_colour, rosbag_compression=args.rosbag_compression,
+            rosbag_depth=args.rosbag_depth, stamp_origin=args.stamp_origin,
             frame_id=args.frame_id, topic_prefix=args.topic_prefix, foxglove=args.foxglove,
             mcap_path=args.mcap, pointcloud=args.pointcloud, point_step=args.point_step),
     )

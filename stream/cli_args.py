@@ -23,6 +23,7 @@ from stream.core.settings import (
     Layout,
     Precision,
     RawFormat,
+    RobotSettings,
     RosbagStorage,
     StampOrigin,
     VideoCodec,
@@ -213,6 +214,15 @@ def _robot_options(p: argparse.ArgumentParser) -> None:
                    help="the bag's storage (default: mcap)")
     r.add_argument("--rosbag-colour", action="store_true",
                    help="also put the colourised depth in the bag (bgr8)")
+    r.add_argument("--rosbag-compression", choices=choices(RobotSettings.Compression),
+                   default=RobotSettings.rosbag_compression.value,
+                   help="compress the bag: zstd chunks in MCAP, each message in sqlite3 "
+                        "(default: none)")
+    r.add_argument("--rosbag-depth", choices=choices(RobotSettings.DepthTransport),
+                   default=RobotSettings.rosbag_depth.value,
+                   help="depth as 32FC1 images (raw, default) or as image_transport's "
+                        "compressedDepth PNG (16UC1 millimetres for metric models, "
+                        "quantized 32FC1 for relative ones)")
     r.add_argument("--foxglove", metavar="[HOST:]PORT",
                    help="serve the frames live to Foxglove over WebSocket (host default "
                         "127.0.0.1; another host is reachable from the network with no "

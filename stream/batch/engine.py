@@ -3,7 +3,8 @@
 Starts Ray (a local instance: processes of its own, listening on loopback only) or joins
 a cluster; touches no files itself (the workers do). Importing this module imports Ray.
 
-* :func:`connect`: without an address, a local Ray instance sized to this machine, bound
+* :func:`connect`: without an address, a new local Ray instance sized to this machine
+  (never a cluster recorded in Ray's temporary folder by an earlier ``ray start``), bound
   to 127.0.0.1, with Ray's usage statistics off and a token of its own; with ``auto``,
   ``HOST:PORT`` or ``ray://HOST:10001``, join a running cluster (token authentication,
   as clusters started by ``ray start`` require). An already connected Ray is reused.
@@ -96,9 +97,12 @@ def local_env() -> None:
 
 
 def start_local(num_cpus: int | None = None) -> str:
-    """Start a local Ray instance (loopback, usage statistics off, a token); return its address.
+    """Start a new local Ray instance (loopback, no usage statistics, a token); return its address.
 
-    See :func:`local_env` for the environment its processes get.
+    Always a new one: ``address="local"`` keeps ``ray.init`` from joining the cluster
+    named in ``ray_current_cluster`` in Ray's temporary folder, which a ``ray start``
+    that was killed rather than stopped leaves behind. See :func:`local_env` for the
+    environment its processes get.
 
     Raises:
         ConfigError: Ray did not come up on loopback (then it is stopped again).
@@ -106,8 +110,8 @@ def start_local(num_cpus: int | None = None) -> str:
     from stream.engines.base import default_threads
 
     local_env()
-    context = ray.init(num_cpus=num_cpus or default_threads(), include_dashboard=False,
-                       log_to_driver=False, logging_level="WARNING",
+    context = ray.init(address="local", num_cpus=num_cpus or default_threads(),
+                       include_dashboard=False, log_to_driver=False, logging_level="WARNING",
                        object_store_memory=128 * 2**20)
     ip = context.address_info.get("node_ip_address")
     if ip != "127.0.0.1":

@@ -85,7 +85,8 @@ class _Tracker:
             if f.left > 0:
                 return []
             dirs = tuple(f.part_dir / f"{s.number:05d}" for s in f.plan.segments)
-            return [JoinTask(f.job, dirs, f.plan.has_audio, f.plan.time_base, f.plan.rate)]
+            return [JoinTask(f.job, dirs, f.plan.has_audio, f.plan.time_base, f.plan.rate,
+                             tuple(s.start_pts for s in f.plan.segments))]
         if isinstance(task, JoinTask):
             f.report.join_s = result.seconds
         f.frames_done = result.frames

@@ -8,7 +8,9 @@ smoother and the colour range have settled when the segment's first frame comes)
 :class:`SegmentSinks` (warm-up frames are not written). Every segment is encoded with the
 same settings, so :func:`join_videos` can concatenate their packets into one file without
 re-encoding, with the sound copied once from the source, and :func:`join_raw` gathers the
-raw depth files.
+raw depth files. Joins place every segment by the pts its plan gave its first frame, in
+the source's time base: a container that stores a segment's start in coarser units (MP4's
+edit list, in milliseconds) does not move the frames after a cut.
 """
 
 from __future__ import annotations
@@ -262,6 +264,13 @@ class SegmentSinks(Sink):
             raise error
 
 
+def _rescale(value: int, source: Fraction, target: Fraction) -> int:
+    """``value`` ticks of ``source`` in ticks of ``target``, rounded as FFmpeg rounds."""
+    exact = Fraction(value) * source / target
+    rounded = math.floor(abs(exact) + Fraction(1, 2))
+    return rounded if exact >= 0 else -rounded
+
+
 def _video_stream(path: Path) -> tuple[Any, Any]:
     try:
         container = av.open(str(path))
@@ -286,17 +295,20 @@ class _Joiner:
             self.stream.time_base = time_base
         if rate:
             self.stream.codec_context.framerate = rate
+        self.time_base = time_base
         self.extradata = bytes(first.codec_context.extradata or b"")
         self.last_dts_s: float | None = None
         self.last_s = self.step_s = 0.0
         self.frames = 0
 
     def copy(self, path: Path, stream: Any, audio: AudioTrack | None,
-             delay: int | None) -> None:
+             delay: int | None, start: int | None = None) -> None:
         """Mux every packet of ``stream`` (decode order), pumping the sound along.
 
         ``delay``: give every packet a dts of the n-th smallest pts less ``delay`` (for
-        containers that store no dts); ``None`` keeps the stored ones.
+        containers that store no dts); ``None`` keeps the stored ones. ``start``: the
+        planned pts (source time base) of the segment's first frame; the packets are moved
+        by the same ticks so that it is, whatever rounding the segment's container did.
         """
         if bytes(stream.codec_context.extradata or b"") != self.extradata:
             raise SinkError(f"segment {path} was encoded with other settings than the first")
@@ -305,6 +317,13 @@ class _Joiner:
         if delay is not None:
             for ordered, packet in zip(sorted(p.pts for p in packets), packets):
                 packet.dts = ordered - delay
+        if start is not None and packets and self.time_base:
+            shift = _rescale(start, self.time_base, packets[0].time_base) - \
+                min(p.pts for p in packets)
+            for packet in packets:
+                packet.pts += shift
+                if packet.dts is not None:
+                    packet.dts += shift
         for packet in packets:
             # Decode order: every segment's encoder delays its dts by the same reordering
             # depth (one configuration), so the dts keep rising across a join.
@@ -343,15 +362,17 @@ def _dts_delay(parts: Sequence[Path]) -> int | None:
 
 
 def join_videos(parts: Sequence[Path], output: Path, audio_from: Path | None = None,
-                time_base: Fraction | None = None, rate: Fraction | None = None) -> int:
+                time_base: Fraction | None = None, rate: Fraction | None = None,
+                starts: Sequence[int] = ()) -> int:
     """Concatenate segment videos into ``output`` by copying packets; return the frames.
 
     The segments must hold one video stream each, encoded with the same settings (each
-    starts with a keyframe), with increasing timestamps. The sound of ``audio_from`` is
-    added once, interleaved with the video (copied, or re-encoded where the container
-    cannot hold its codec, as :class:`stream.sinks.video.VideoFileSink` does). Written to
-    a temporary next to ``output``, renamed into place when whole (replacing a file
-    there).
+    starts with a keyframe), with increasing timestamps. ``starts`` (with ``time_base``):
+    the planned pts of each segment's first frame, which its packets are moved to. The
+    sound of ``audio_from`` is added once, interleaved with the video (copied, or
+    re-encoded where the container cannot hold its codec, as
+    :class:`stream.sinks.video.VideoFileSink` does). Written to a temporary next to
+    ``output``, renamed into place when whole (replacing a file there).
 
     Raises:
         SinkError: a segment is missing, does not fit the others, or writing fails.
@@ -378,7 +399,8 @@ def join_videos(parts: Sequence[Path], output: Path, audio_from: Path | None = N
             opened.append(container)
             if stream.time_base != first_time_base:
                 raise SinkError(f"segment {path} has another time base than the first")
-            joiner.copy(path, stream, audio, delay)
+            joiner.copy(path, stream, audio, delay,
+                        starts[number] if number < len(starts) else None)
             container.close()
         if audio is not None:
             audio.finish(joiner.last_s + joiner.step_s)

@@ -70,6 +70,7 @@ class JoinTask:
         has_audio: copy the source's sound into the output.
         time_base: the source video's time base.
         rate: its frame rate.
+        starts: each segment's first pts (``Segment.start_pts``, in ``time_base``).
     """
 
     job: FileJob
@@ -77,6 +78,7 @@ class JoinTask:
     has_audio: bool
     time_base: Fraction | None = None
     rate: Fraction | None = None
+    starts: tuple[int, ...] = ()
 
     @property
     def name(self) -> str:
@@ -243,7 +245,7 @@ class Worker:
         suffix = job.output.suffix
         videos = [folder / f"segment{suffix}" for folder in task.part_dirs]
         frames = join_videos(videos, job.output, job.input if task.has_audio else None,
-                             task.time_base, task.rate)
+                             task.time_base, task.rate, task.starts)
         if job.raw_dir is not None:
             join_raw([folder / "raw" for folder in task.part_dirs], job.raw_dir)
         return frames

@@ -10,12 +10,27 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from fractions import Fraction
 from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["CameraModel", "Frame", "DepthFrame", "VideoInfo"]
+__all__ = ["CameraModel", "DepthKind", "Frame", "DepthFrame", "VideoInfo"]
+
+
+class DepthKind(Enum):
+    """What a depth map holds: a network's output kind, carried by every frame."""
+
+    RELATIVE = "relative"
+    """Relative inverse depth: larger is nearer, unknown scale and shift (not metres)."""
+    METRIC = "metric"
+    """Depth in metres: larger is farther."""
+
+    @property
+    def unit(self) -> str:
+        """``m`` for metres, ``relative`` otherwise (file headers, legends, messages)."""
+        return "m" if self is DepthKind.METRIC else "relative"
 
 
 class CameraModel(Protocol):
@@ -29,7 +44,7 @@ class CameraModel(Protocol):
         """``(width, height)`` in pixels."""
 
     def points(self, depth: np.ndarray, image: np.ndarray, step: int = 4,
-               near: float = 0.0) -> Any:
+               near: float = 0.0, metres: bool = False) -> Any:
         """Back-project ``depth`` (coloured by ``image``) to a point cloud."""
 
 
@@ -108,10 +123,12 @@ class DepthFrame:
         index: the source frame's index.
         timestamp: the source frame's timestamp in seconds.
         image: the source frame, BGR uint8 ``[H, W, 3]``.
-        depth: float32 ``[H, W]`` relative inverse depth (larger = nearer), not metres.
+        depth: float32 ``[H, W]``: relative inverse depth (larger = nearer, not metres)
+            or, when :attr:`kind` is metric, metres (larger = farther).
         inference_ms: time the network took for this frame.
-        lo: display range low end (far) used to colour this frame.
-        hi: display range high end (near).
+        lo: display range low end used to colour this frame (far for relative depth,
+            near for metres).
+        hi: display range high end (near for relative depth, far for metres).
         smoothed: ``depth`` is the temporally smoothed, aligned estimate (else raw network).
         pts: the source frame's pts (files), else ``None``.
         captured: ``time.monotonic()`` when the source frame was decoded.
@@ -121,6 +138,7 @@ class DepthFrame:
         camera: the pinhole model of the input (:class:`stream.geometry.camera.PinholeCamera`),
             with the metric fit of this frame when known distances were given; ``None``
             for frames made by hand.
+        kind: what ``depth`` holds (the network's output kind).
     """
 
     index: int
@@ -135,9 +153,12 @@ class DepthFrame:
     captured: float = field(default_factory=time.monotonic)
     raw_depth: np.ndarray | None = None
     camera: CameraModel | None = None
+    kind: DepthKind = DepthKind.RELATIVE
 
     def __post_init__(self) -> None:
         _check_bgr(self.image, "DepthFrame")
+        if not isinstance(self.kind, DepthKind):
+            raise ValueError(f"DepthFrame.kind must be a DepthKind, got {self.kind!r}")
         if self.camera is not None and self.camera.size_wh != self.size_wh:
             raise ValueError(f"DepthFrame.camera is {self.camera.size_wh}, the frame "
                              f"{self.size_wh}")
@@ -158,6 +179,30 @@ class DepthFrame:
         return self.image.shape[1], self.image.shape[0]
 
     @property
+    def metric(self) -> bool:
+        """Whether :attr:`depth` is in metres (a metric model)."""
+        return self.kind is DepthKind.METRIC
+
+    @property
+    def depth_m(self) -> np.ndarray:
+        """Depth in metres, float32 ``[H, W]`` (larger = farther).
+
+        A metric model's depth as it is; for a relative model, the metres of the known
+        distances' fit (``--known-distance``, :attr:`camera`'s metric) when there is one.
+
+        Raises:
+            ValueError: relative depth with no metric fit: it has no unit to convert.
+        """
+        if self.metric:
+            return self.depth
+        fit = getattr(self.camera, "metric", None)
+        if fit is None:
+            raise ValueError("this frame's depth is relative inverse depth, not metres: use a "
+                             "metric model (--model dav2-metric-indoor or dav2-metric-outdoor) "
+                             "or give --known-distance points")
+        return fit.to_metres(self.depth)
+
+    @property
     def network_depth(self) -> np.ndarray:
         """The network's own depth (``raw_depth`` when smoothed, else ``depth``)."""
         return self.depth if self.raw_depth is None else self.raw_depth
@@ -165,8 +210,9 @@ class DepthFrame:
     def points(self, step: int = 4) -> Any:
         """Every ``step``-th pixel back-projected through :attr:`camera`, with its colour.
 
-        In metres when known distances were given (``cloud.metric``), else in relative
-        units; see :meth:`stream.geometry.camera.PinholeCamera.points`.
+        In metres for a metric model, or when known distances were given
+        (``cloud.metric``), else in relative units; see
+        :meth:`stream.geometry.camera.PinholeCamera.points`.
 
         Raises:
             ValueError: the frame has no camera, or ``step`` is not a whole number >= 1.
@@ -174,4 +220,5 @@ class DepthFrame:
         if self.camera is None:
             raise ValueError("this DepthFrame has no camera model (frames from a pipeline "
                              "have one; see stream.geometry.camera.PinholeCamera)")
-        return self.camera.points(self.depth, self.image, step, near=self.hi)
+        return self.camera.points(self.depth, self.image, step, near=self.hi,
+                                  metres=self.metric)

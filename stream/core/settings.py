@@ -277,6 +277,8 @@ class RobotSettings:
         rosbag_dir: write a ROS 2 bag (a folder) here.
         rosbag_storage: the bag's storage plugin.
         rosbag_colour: also put the colourised depth in the bag (``bgr8``).
+        rosbag_compression: compress the bag (:class:`RobotSettings.Compression`).
+        rosbag_depth: how the bag holds depth (:class:`RobotSettings.DepthTransport`).
         stamp_origin: header stamps of a file's frames (live sources: capture clock).
         frame_id: ``header.frame_id`` of every message (an optical frame: x right, y
             down, z forward).
@@ -288,12 +290,36 @@ class RobotSettings:
         point_step: point clouds take every ``point_step``-th pixel in each direction.
     """
 
+    class Compression(Enum):
+        """Compression of a ROS 2 bag (``--rosbag-compression``).
+
+        ``zstd``: MCAP's own zstd chunks (what ``ros2 bag record --storage-preset-profile
+        zstd_fast`` writes); SQLite 3 has none, so there each message is compressed
+        (rosbag2's ``--compression-mode message --compression-format zstd``).
+        """
+
+        NONE = "none"
+        ZSTD = "zstd"
+
+    class DepthTransport(Enum):
+        """How a bag holds depth (``--rosbag-depth``).
+
+        ``raw``: ``sensor_msgs/msg/Image`` ``32FC1`` on ``.../depth/image_raw``.
+        ``compressedDepth``: PNG in image_transport's compressedDepth format on
+        ``.../depth/image_raw/compressedDepth``.
+        """
+
+        RAW = "raw"
+        COMPRESSED_DEPTH = "compressedDepth"
+
     fov_deg: float | None = None
     intrinsics: tuple[float, float, float, float] | str | None = None
     known_distances: Sequence[tuple[int, int, float] | str] = ()
     rosbag_dir: Path | None = None
     rosbag_storage: RosbagStorage = RosbagStorage.MCAP
     rosbag_colour: bool = False
+    rosbag_compression: RobotSettings.Compression = Compression.NONE
+    rosbag_depth: RobotSettings.DepthTransport = DepthTransport.RAW
     stamp_origin: StampOrigin = StampOrigin.VIDEO
     frame_id: str = "camera"
     topic_prefix: str = "/depthstream"
@@ -306,6 +332,10 @@ class RobotSettings:
         self._check_camera()
         _set(self, "rosbag_storage",
              parse_enum(RosbagStorage, self.rosbag_storage, "rosbag storage"))
+        _set(self, "rosbag_compression",
+             parse_enum(self.Compression, self.rosbag_compression, "rosbag compression"))
+        _set(self, "rosbag_depth",
+             parse_enum(self.DepthTransport, self.rosbag_depth, "rosbag depth"))
         _set(self, "stamp_origin", parse_enum(StampOrigin, self.stamp_origin, "stamp origin"))
         for name in ("rosbag_dir", "mcap_path"):
             if getattr(self, name) is not None:
@@ -325,8 +355,13 @@ class RobotSettings:
         _set(self, "point_step", int(self.point_step))
         if self.pointcloud and not self.outputs:
             raise ConfigError("--pointcloud goes with --rosbag, --foxglove or --mcap")
-        if self.rosbag_colour and self.rosbag_dir is None:
-            raise ConfigError("--rosbag-colour goes with --rosbag DIR")
+        if self.rosbag_dir is None:
+            for name, value in (("colour", self.rosbag_colour),
+                                ("compression", self.rosbag_compression is not
+                                 self.Compression.NONE),
+                                ("depth", self.rosbag_depth is not self.DepthTransport.RAW)):
+                if value:
+                    raise ConfigError(f"--rosbag-{name} goes with --rosbag DIR")
 
     def _check_camera(self) -> None:
         if self.intrinsics is not None:
@@ -369,6 +404,19 @@ class RobotSettings:
         return None if self.foxglove is None else parse_host_port(self.foxglove)
 
 
+def _range_m(value: str | Sequence[float]) -> tuple[float, float]:
+    """``NEAR:FAR`` metres (text or a pair) as numbers with ``0 <= near < far``."""
+    parts = value.split(":") if isinstance(value, str) else list(value)
+    try:
+        near, far = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--range-m must be NEAR:FAR in metres (like 0.5:8), got "
+                          f"{value!r}") from None
+    if not (math.isfinite(near) and math.isfinite(far) and 0 <= near < far):
+        raise ConfigError(f"--range-m needs 0 <= NEAR < FAR metres, got {near:g}:{far:g}")
+    return near, far
+
+
 @dataclass(frozen=True)
 class RenderSettings:
     """How a depth frame becomes a picture.
@@ -378,15 +426,21 @@ class RenderSettings:
         alpha: weight of the depth colours in the overlay, 0..1.
         cmap: one of :data:`COLORMAP_NAMES`.
         invert: show near as dark.
+        range_m: ``(near, far)`` in metres: a fixed colour range for metric models
+            (``--range-m NEAR:FAR``, also given as that text); ``None``: automatic
+            percentiles held steady.
     """
 
     layout: Layout = Layout.DEPTH
     alpha: float = 0.5
     cmap: str = "inferno"
     invert: bool = False
+    range_m: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         _set(self, "layout", parse_enum(Layout, self.layout, "layout"))
+        if self.range_m is not None:
+            _set(self, "range_m", _range_m(self.range_m))
         try:
             alpha = float(self.alpha)
         except (TypeError, ValueError):
@@ -403,6 +457,8 @@ OPENVINO_CPU_ONLY = "--backend openvino runs on the cpu; use --backend torch for
 INT8_OPENVINO_ONLY = ("--precision int8 runs on OpenVINO (cpu); "
                       "drop --backend torch / --device cuda or use fp32")
 CUDA_UNAVAILABLE = "--device cuda: no CUDA GPU is available to torch here; use --device cpu"
+RANGE_M_NEEDS_METRIC = ("--range-m sets the colours in metres: it needs a metric model "
+                        "(--model dav2-metric-indoor or dav2-metric-outdoor)")
 DEFAULT_NETWORK = "midas-small"
 """The ``--model`` used when none is named (:data:`stream.models.registry.DEFAULT_MODEL`)."""
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from stream.core.errors import ConfigError
 
-__all__ = ["COLORMAPS", "DisplayRange", "colorize", "normalize_depth", "minmax"]
+__all__ = ["COLORMAPS", "DisplayRange", "FixedRange", "colorize", "normalize_depth", "minmax"]
 
 COLORMAPS: dict[str, int] = {
     "inferno": cv2.COLORMAP_INFERNO,
@@ -199,3 +199,30 @@ class DisplayRange:
         hi += (self.widen_rate if t_hi > hi else self.shrink_rate) * (t_hi - hi)
         self._range = (lo, hi)
         return self._range
+
+
+class FixedRange:
+    """A display range that never moves: ``--range-m NEAR:FAR`` for metric depth.
+
+    Has :class:`DisplayRange`'s ``update``/``reset`` so a stream can use either.
+
+    Args:
+        lo: the low end (for metres: the near distance, shown warm).
+        hi: the high end (the far distance).
+
+    Example:
+        >>> FixedRange(0.5, 8.0).update(np.zeros((2, 2), np.float32))
+        (0.5, 8.0)
+    """
+
+    def __init__(self, lo: float, hi: float) -> None:
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ConfigError(f"a fixed range needs finite lo < hi, got {lo}, {hi}")
+        self.range = (float(lo), float(hi))
+
+    def reset(self) -> None:
+        """Nothing to forget."""
+
+    def update(self, depth: np.ndarray) -> tuple[float, float]:
+        """The fixed ``(lo, hi)``, whatever ``depth`` holds."""
+        return self.range

@@ -48,8 +48,9 @@ class Renderer(RenderSettings):
         Large frames are rendered band by band, so no full-size temporary is needed.
         """
         image = frame.image[top:bottom]
+        # Near is warm: relative depth is larger when nearer, metres smaller.
         colour = colorize(frame.depth[top:bottom], frame.lo, frame.hi, cmap=self.cmap,
-                          invert=self.invert)
+                          invert=self.invert != frame.metric)
         if self.layout is Layout.SIDE:
             return np.hstack([image, colour])
         if self.layout is Layout.OVERLAY:

@@ -72,20 +72,25 @@ _BAND_PIXELS = 1 << 21
 
 
 class TemporalSmoother:
-    """Causal, per-pixel temporal smoothing of relative (inverse) depth.
+    """Causal, per-pixel temporal smoothing of relative (inverse) depth or of metres.
 
-    The output stays in one scale across frames: that of the first frame after a
-    :meth:`reset`, a scene cut or a change of size.
+    Relative depth has its own scale and shift in every frame, so each prediction is
+    first aligned to the running estimate; the output stays in one scale across frames:
+    that of the first frame after a :meth:`reset`, a scene cut or a change of size.
+    Metric depth (``align=False``) already shares one scale, metres: it is blended as it
+    is, never rescaled.
 
     Args:
         strength: 0 (off: the input comes back unchanged) to 1 (strongest). A static
             pixel takes ``1 - 0.95 * strength`` of each new aligned prediction.
+        align: fit each prediction's scale and shift to the estimate (relative depth);
+            ``False`` for metres.
 
     Raises:
         ConfigError: if ``strength`` is not a number in ``[0, 1]``.
     """
 
-    def __init__(self, strength: float = DEFAULT_STRENGTH) -> None:
+    def __init__(self, strength: float = DEFAULT_STRENGTH, align: bool = True) -> None:
         try:
             value = float(strength)
         except (TypeError, ValueError):
@@ -93,6 +98,7 @@ class TemporalSmoother:
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"smoothing strength must be in [0, 1], got {strength!r}")
         self._strength = value
+        self.align = bool(align)
         self._alpha_static = np.float32(1.0 - _MAX_KEEP * value)
         self.reset()
 
@@ -187,7 +193,10 @@ class TemporalSmoother:
             if image_change is None:
                 return None
         span = _robust_span(small_est)
-        scale, shift = _robust_fit(small_new, small_est, image_change, span)
+        if self.align:
+            scale, shift = _robust_fit(small_new, small_est, image_change, span)
+        else:
+            scale, shift = 1.0, 0.0  # metres: one scale already
         if not (math.isfinite(scale) and math.isfinite(shift) and scale > 0.0):
             return None
         resid_small = scale * small_new + shift - small_est

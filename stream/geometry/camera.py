@@ -130,18 +130,22 @@ class PinholeCamera:
         return self if metric is self.metric else dataclasses.replace(self, metric=metric)
 
     def points(self, depth: np.ndarray, image: np.ndarray, step: int = 4,
-               near: float = 0.0) -> PointCloud:
+               near: float = 0.0, metres: bool = False) -> PointCloud:
         """Back-project every ``step``-th pixel of a depth map (rows and columns).
 
-        Metres when this camera carries a metric fit, else relative units:
-        ``z = near / depth`` (``near``: the display range's near end of the frame, or the
-        map's largest value when not given), clipped to ``RELATIVE_FAR``.
+        ``metres``: the map is depth in metres (a metric model): ``z = depth``, and a
+        pixel that is not finite or not positive gets no distance (``z = nan``).
+        Otherwise the map is relative inverse depth: metres when this camera carries a
+        metric fit, else relative units: ``z = near / depth`` (``near``: the display
+        range's near end of the frame, or the map's largest value when not given),
+        clipped to ``RELATIVE_FAR``.
 
         Args:
-            depth: float32 ``[H, W]`` relative inverse depth at the camera's size.
+            depth: float32 ``[H, W]`` at the camera's size.
             image: BGR uint8 ``[H, W, 3]``, the colour of each point.
             step: take every ``step``-th row and column.
             near: the depth value that counts as distance 1 (relative clouds only).
+            metres: ``depth`` is in metres.
 
         Raises:
             ValueError: ``step`` is not a whole number >= 1, or the map's size is not
@@ -155,7 +159,9 @@ class PinholeCamera:
             raise ValueError(f"frame is {size_wh}, the camera {self.size_wh}")
         colour = image[::step, ::step]
         depth = depth[::step, ::step]
-        if self.metric is not None:
+        if metres:
+            z = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
+        elif self.metric is not None:
             z = self.metric.to_metres(depth, DEFAULT_MAX_RANGE_M)
         else:
             near = float(near) if math.isfinite(near) and near > 0 else 0.0
@@ -171,7 +177,7 @@ class PinholeCamera:
         np.multiply(z, u[None, :], out=xyz[:, :, 0])
         np.multiply(z, v[:, None], out=xyz[:, :, 1])
         xyz[:, :, 2] = z
-        return PointCloud(xyz, colour, self.metric is not None, step)
+        return PointCloud(xyz, colour, metres or self.metric is not None, step)
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,14 @@ input=[(-1, 3, -1, -1)])`` gives one model for every batch and input size (or ``
 to a static size); compile it with ``{"INFERENCE_PRECISION_HINT": "f32"}``, since on CPUs
 with bf16 support OpenVINO's default precision misses the reference by about 10 %.
 
-The helpers :func:`network_size`, :func:`preprocess` and :func:`resize_output` are numpy and
-OpenCV only and give the reference's input and final output.
+The input rule (keep aspect, both sides at least 518, multiples of 14, bicubic on the
+float64 picture) and the output resize are data in the model specs
+(:mod:`stream.models.registry`), applied by :mod:`stream.models.transforms`. Starts no
+threads; touches no files.
 """
 
 from __future__ import annotations
 
-import functools
-
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,12 +36,7 @@ __all__ = [
     "DepthAnythingV2Small",
     "DinoV2Small",
     "DPTHead",
-    "network_size",
-    "preprocess",
-    "resize_output",
     "PATCH",
-    "MEAN",
-    "STD",
 ]
 
 PATCH = 14
@@ -57,10 +50,6 @@ TAKE = (2, 5, 8, 11)
 """Blocks (0-based) whose normalised outputs feed the DPT head."""
 FEATURES = 64
 OUT_CHANNELS = (48, 96, 192, 384)
-MEAN = (0.485, 0.456, 0.406)
-"""ImageNet mean of the RGB channels (on pictures scaled to 0..1)."""
-STD = (0.229, 0.224, 0.225)
-"""ImageNet standard deviation of the RGB channels."""
 _CUBIC_A = -0.75
 _POS_OFFSET = 0.1
 
@@ -383,85 +372,3 @@ class DepthAnythingV2Small(nn.Module):
         if self.max_depth is not None:
             depth = depth * self.max_depth
         return depth
-
-
-# ---------------------------------------------------------------------------------------------
-# Pre- and post-processing (numpy and OpenCV only)
-
-
-def network_size(height: int, width: int, side: int = 518) -> tuple[int, int]:
-    """The network input size for a ``height`` x ``width`` picture, as the reference picks it.
-
-    Keep-aspect "lower bound": one scale makes both sides at least ``side``; each scaled side
-    is then rounded to the nearest multiple of 14 (``np.round``, halves to even), or rounded
-    up to one where rounding would fall below ``side``.
-
-    Returns:
-        ``(h, w)``, multiples of 14, both at least ``side``.
-    """
-    if height <= 0 or width <= 0 or side <= 0:
-        raise ValueError(f"sizes must be positive, got {height}x{width}, side {side}")
-    scale = max(side / height, side / width)
-
-    def fit(x: float) -> int:
-        y = int(np.round(x / PATCH) * PATCH)
-        if y < side:
-            y = int(np.ceil(x / PATCH) * PATCH)
-        return y
-
-    return fit(scale * height), fit(scale * width)
-
-
-def preprocess(bgr: np.ndarray, side: int = 518, exact: bool = True) -> np.ndarray:
-    """A BGR uint8 picture ``[H, W, 3]`` to the network input ``[1, 3, h, w]`` float32.
-
-    As the reference: RGB scaled to 0..1, bicubic (``cv2.INTER_CUBIC``) resize to
-    :func:`network_size` (``side``), ImageNet mean and std, channels first.
-
-    Args:
-        bgr: the picture, as ``cv2.imread`` gives it.
-        side: the smaller network side (518 as trained; 266 or other multiples of 14 trade
-            detail for speed).
-        exact: resize in float64 as the reference (equal to ~1e-7); ``False`` resizes in
-            float32, about twice as fast, within ~6e-5 of the reference.
-    """
-    if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
-        raise ValueError(f"expected an [H, W, 3] uint8 BGR picture, got {bgr.dtype} {bgr.shape}")
-    h, w = network_size(bgr.shape[0], bgr.shape[1], side)
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float64 if exact else np.float32)
-    rgb = cv2.resize(rgb / 255.0, (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32)
-    rgb -= np.asarray(MEAN, dtype=np.float32)
-    rgb /= np.asarray(STD, dtype=np.float32)
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1))[None]
-
-
-@functools.lru_cache(maxsize=16)
-def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lower tap, upper tap and upper weight of a 1-d align-corners linear resize."""
-    # float32 positions as torch computes them (float64 would differ by up to ~1e-5 there)
-    scale = np.float32(n_in - 1) / np.float32(n_out - 1) if n_out > 1 else np.float32(0.0)
-    src = np.arange(n_out, dtype=np.float32) * scale
-    lo = np.minimum(np.floor(src).astype(np.intp), n_in - 1)
-    hi = np.minimum(lo + 1, n_in - 1)
-    weight = np.clip(src - lo.astype(np.float32), 0.0, 1.0).astype(np.float32)
-    for a in (lo, hi, weight):
-        a.setflags(write=False)
-    return lo, hi, weight
-
-
-def resize_output(net: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Resize network output ``[..., h, w]`` to ``[..., H, W]`` (``size_hw``) as the reference.
-
-    Bilinear with ``align_corners=True`` (corner pixels map to corner pixels), float32, the
-    same as ``F.interpolate(..., mode="bilinear", align_corners=True)``; written as two
-    separable numpy passes because OpenCV has no align-corners mode and its remap quantises
-    positions to 1/32 pixel.
-    """
-    net = np.asarray(net, dtype=np.float32)
-    height, width = int(size_hw[0]), int(size_hw[1])
-    if net.ndim < 2 or height <= 0 or width <= 0:
-        raise ValueError(f"bad resize of {net.shape} to {size_hw}")
-    lo, hi, wy = _linear_taps(net.shape[-2], height)
-    rows = net[..., lo, :] * (1.0 - wy)[:, None] + net[..., hi, :] * wy[:, None]
-    lo, hi, wx = _linear_taps(net.shape[-1], width)
-    return rows[..., lo] * (1.0 - wx) + rows[..., hi] * wx

@@ -14,8 +14,9 @@ Example:
 from __future__ import annotations
 
 from stream.core.errors import ConfigError
+from stream.core.records import DepthKind
 from stream.core.settings import DEFAULT_NETWORK
-from stream.models.spec import Bound, Checkpoint, InputRule, ModelSpec, OutputKind, OutputResize
+from stream.models.spec import Bound, Checkpoint, InputRule, ModelSpec, OutputResize
 
 __all__ = ["DEFAULT_MODEL", "MIDAS_SMALL_SPEC", "DAV2_SMALL_SPEC", "DAV2_METRIC_INDOOR_SPEC",
            "DAV2_METRIC_OUTDOOR_SPEC", "MODELS", "get_spec", "spec_for_checkpoint"]
@@ -32,14 +33,14 @@ MIDAS_SMALL_SPEC = ModelSpec(
         size_bytes=85_000_000,
     ),
     input=InputRule(side=256, multiple_of=32, bound=Bound.UPPER),
-    output=OutputKind.RELATIVE,
+    output=DepthKind.RELATIVE,
     resize=OutputResize.CUBIC,
     builder="midas:MidasSmall",
     example_side=256,
     summary="fastest; relative depth (2020)",
 )
 
-_DAV2_INPUT = InputRule(side=518, multiple_of=14, bound=Bound.LOWER)
+_DAV2_INPUT = InputRule(side=518, multiple_of=14, bound=Bound.LOWER, float64=True)
 _HF = "https://huggingface.co/depth-anything"
 _DAV2_SCHEMA = "depth_anything_v2_vits.schema.json"
 _DAV2_BYTES = 99_200_000
@@ -56,7 +57,7 @@ DAV2_SMALL_SPEC = ModelSpec(
         size_bytes=_DAV2_BYTES,
     ),
     input=_DAV2_INPUT,
-    output=OutputKind.RELATIVE,
+    output=DepthKind.RELATIVE,
     resize=OutputResize.LINEAR_CORNERS,
     builder="dav2:DepthAnythingV2Small",
     example_side=266,
@@ -76,7 +77,7 @@ DAV2_METRIC_INDOOR_SPEC = ModelSpec(
         size_bytes=_DAV2_BYTES,
     ),
     input=_DAV2_INPUT,
-    output=OutputKind.METRIC,
+    output=DepthKind.METRIC,
     resize=OutputResize.LINEAR_CORNERS,
     builder="dav2:DepthAnythingV2Small",
     build_args=(("max_depth", 20.0),),
@@ -98,7 +99,7 @@ DAV2_METRIC_OUTDOOR_SPEC = ModelSpec(
         size_bytes=_DAV2_BYTES,
     ),
     input=_DAV2_INPUT,
-    output=OutputKind.METRIC,
+    output=DepthKind.METRIC,
     resize=OutputResize.LINEAR_CORNERS,
     builder="dav2:DepthAnythingV2Small",
     build_args=(("max_depth", 80.0),),

@@ -2,8 +2,9 @@
 
 A :class:`ModelSpec` is everything the rest of the package needs to know about a network:
 where its checkpoint comes from and what it holds (:class:`Checkpoint`), how a picture
-becomes its input (:class:`InputRule`), what its output means (:class:`OutputKind`) and how
-that output is resized back to the picture, and how to build the ``torch.nn.Module``
+becomes its input (:class:`InputRule`), what its output means
+(:class:`~stream.core.records.DepthKind`, which every frame carries) and how that output is
+resized back to the picture, and how to build the ``torch.nn.Module``
 (:meth:`ModelSpec.build`, which imports torch and the family's module only then).
 
 Preprocessing, the torch backend, the OpenVINO converter, the model cache key, the
@@ -29,22 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from stream.core.errors import ConfigError
+from stream.core.records import DepthKind
 
-__all__ = ["Bound", "Checkpoint", "InputRule", "ModelSpec", "OutputKind", "OutputResize"]
-
-
-class OutputKind(Enum):
-    """What a network's output means."""
-
-    RELATIVE = "relative"
-    """Relative inverse depth: larger is nearer, unknown scale and shift."""
-    METRIC = "metric"
-    """Depth in metres: larger is farther."""
-
-    @property
-    def unit(self) -> str:
-        """``m`` for metric output, ``relative`` otherwise (the CSV and legend label)."""
-        return "m" if self is OutputKind.METRIC else "relative"
+__all__ = ["Bound", "Checkpoint", "InputRule", "ModelSpec", "OutputResize"]
 
 
 class Bound(Enum):
@@ -108,6 +96,8 @@ class InputRule:
         bound: whether ``side`` is an upper or a lower bound.
         mean_rgb: per-channel mean of the 0..1 picture.
         std_rgb: per-channel standard deviation of the 0..1 picture.
+        float64: resize the picture in float64, as a reference that does so (Depth
+            Anything); float32 lands within a few 1e-5 of it, close to the tolerance.
     """
 
     side: int
@@ -115,6 +105,7 @@ class InputRule:
     bound: Bound
     mean_rgb: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std_rgb: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    float64: bool = False
 
     def _round(self, x: float, side: int) -> int:
         m = self.multiple_of
@@ -170,7 +161,7 @@ class ModelSpec:
     title: str
     checkpoint: Checkpoint
     input: InputRule
-    output: OutputKind
+    output: DepthKind
     resize: OutputResize
     builder: str
     build_args: tuple[tuple[str, Any], ...] = ()
@@ -181,7 +172,7 @@ class ModelSpec:
     @property
     def metric(self) -> bool:
         """Whether the output is depth in metres."""
-        return self.output is OutputKind.METRIC
+        return self.output is DepthKind.METRIC
 
     @property
     def module_name(self) -> str:

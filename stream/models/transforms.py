@@ -12,6 +12,7 @@ need :func:`to_rgb` alone stay light.
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ __all__ = [
     "MULTIPLE_OF",
     "MEAN_RGB",
     "STD_RGB",
+    "linear_corner_taps",
     "network_size",
     "normalize",
     "scale_offset",
@@ -127,7 +129,8 @@ def normalize(rgb: np.ndarray, size_hw: tuple[int, int],
     # Resize the float picture, not the uint8 one: uint8 rounding and clipping of the
     # bicubic overshoot move the result visibly away from the reference.
     if picture.shape[0] * picture.shape[1] <= _BANDED_PIXELS:
-        img = cv2.resize(picture.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+        dtype = np.float64 if rule.float64 else np.float32
+        img = cv2.resize(picture.astype(dtype), (w, h), interpolation=cv2.INTER_CUBIC)
     else:
         img = _resize_banded(picture, (h, w))
     scale, offset = scale_offset(rule)
@@ -161,22 +164,29 @@ def preprocess(rgb: np.ndarray, spec: ModelSpec = MIDAS_SMALL_SPEC,
     return torch.from_numpy(preprocess_array(rgb, spec, side))
 
 
+@functools.lru_cache(maxsize=32)
+def linear_corner_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower source index, upper index and upper weight of a 1-d align-corners resize.
+
+    Positions are computed in float32 as torch computes them (float64 positions differ
+    from torch's output by up to about 1e-5 of the range). Read-only, cached.
+    """
+    scale = np.float32(n_in - 1) / np.float32(n_out - 1) if n_out > 1 else np.float32(0.0)
+    src = np.arange(n_out, dtype=np.float32) * scale
+    lo = np.minimum(np.floor(src).astype(np.intp), n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    weight = np.clip(src - lo.astype(np.float32), 0.0, 1.0).astype(np.float32)
+    for a in (lo, hi, weight):
+        a.setflags(write=False)
+    return lo, hi, weight
+
+
 def _resize_linear_corners(a: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """Bilinear resize with corners aligned (``align_corners=True``), rows then columns."""
-    out = a
-    for axis, n_out in ((0, size_hw[0]), (1, size_hw[1])):
-        n_in = out.shape[axis]
-        if n_in == n_out:
-            continue
-        pos = (np.arange(n_out, dtype=np.float64) * ((n_in - 1) / max(n_out - 1, 1)))
-        lo = np.minimum(pos.astype(np.int64), n_in - 1)
-        hi = np.minimum(lo + 1, n_in - 1)
-        frac = (pos - lo).astype(np.float32)
-        if axis == 0:
-            out = out[lo] * (1 - frac)[:, None] + out[hi] * frac[:, None]
-        else:
-            out = out[:, lo] * (1 - frac)[None, :] + out[:, hi] * frac[None, :]
-    return np.ascontiguousarray(out, dtype=np.float32)
+    lo, hi, wy = linear_corner_taps(a.shape[0], size_hw[0])
+    rows = a[lo] * (1.0 - wy)[:, None] + a[hi] * wy[:, None]
+    lo, hi, wx = linear_corner_taps(a.shape[1], size_hw[1])
+    return np.ascontiguousarray(rows[:, lo] * (1.0 - wx) + rows[:, hi] * wx, dtype=np.float32)
 
 
 def resize_depth(net: torch.Tensor | np.ndarray, size_hw: tuple[int, int],

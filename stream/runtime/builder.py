@@ -23,11 +23,13 @@ from typing import Any
 
 from stream.core.errors import ConfigError, StreamError
 from stream.core.files import check_not_input, check_output_path, write_json_atomic
+from stream.core.records import DepthKind
 from stream.core.settings import StampOrigin, StreamSettings
 from stream.core.stats import RunStats
 from stream.depth.render import Renderer
 from stream.engines.estimator import DepthEstimator
 from stream.geometry.camera import StreamCamera, stream_camera
+from stream.runtime.depth_stage import depth_kind, make_colour_range
 from stream.runtime.pipeline import Pipeline, Progress
 from stream.sinks.base import RawDepthSink, Sink
 from stream.sources.capture import FileSource, LiveSource, Source
@@ -265,15 +267,18 @@ def build_convert(
                     close_estimator=owns, camera=camera)
 
 
-def _window_stages(sinks: Iterable[Sink]) -> dict[str, Any]:
+def _window_stages(sinks: Iterable[Sink], settings: StreamSettings,
+                   kind: DepthKind) -> dict[str, Any]:
     """The smoother and colour range a window's keys reach (none without a window)."""
     from stream.window.control import ControlledRange, ControlledSmoother, LiveControl
 
     for sink in sinks:
         control = getattr(sink, "control", None)
         if isinstance(control, LiveControl):
-            smoother = ControlledSmoother(control) if control.adjustable else None
-            return {"smoother": smoother, "colour_range": ControlledRange(control)}
+            align = kind is DepthKind.RELATIVE
+            smoother = ControlledSmoother(control, align) if control.adjustable else None
+            colour_range = ControlledRange(control, make_colour_range(settings, kind))
+            return {"smoother": smoother, "colour_range": colour_range}
     return {}
 
 
@@ -308,7 +313,7 @@ def build_live(
             owns = estimator is None
             estimator = estimator or make_estimator(settings, live=True)
     return Pipeline(source, estimator, sinks, settings, stop_event, close_estimator=owns,
-                    camera=camera, **_window_stages(sinks))
+                    camera=camera, **_window_stages(sinks, settings, depth_kind(estimator)))
 
 
 def run(pipeline: Pipeline, stop_timeout_s: float = 60.0) -> RunStats:

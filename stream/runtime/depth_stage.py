@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from stream.core.records import DepthFrame, Frame
-from stream.core.settings import StreamSettings
+from stream.core.errors import ConfigError
+from stream.core.records import DepthFrame, DepthKind, Frame
+from stream.core.settings import RANGE_M_NEEDS_METRIC, StreamSettings
 from stream.core.stats import Tally
-from stream.depth.colormap import DisplayRange
+from stream.depth.colormap import DisplayRange, FixedRange
 from stream.depth.smoothing import TemporalSmoother
 from stream.engines.estimator import DepthEstimator, Pending
 from stream.runtime.queues import END, FrameQueue, take
@@ -31,7 +32,8 @@ from stream.runtime.queues import END, FrameQueue, take
 if TYPE_CHECKING:
     from stream.geometry.camera import StreamCamera
 
-__all__ = ["Smoother", "ColourRange", "make_smoother", "DepthStage"]
+__all__ = ["Smoother", "ColourRange", "depth_kind", "make_colour_range", "make_smoother",
+           "DepthStage"]
 
 
 class Smoother(Protocol):
@@ -81,11 +83,34 @@ def _waiting(frames: FrameQueue[Frame], stop: threading.Event) -> Frame | None:
     return None if item is END else item  # END stays: the next ``take`` sees it too
 
 
-def make_smoother(settings: StreamSettings) -> Smoother | None:
-    """The smoothing stage ``settings`` ask for; ``None`` when ``smooth`` is 0 (off)."""
+def depth_kind(estimator: object) -> DepthKind:
+    """What ``estimator``'s network outputs (its model spec's kind; relative if it has none)."""
+    spec = getattr(estimator, "spec", None)
+    return getattr(spec, "output", DepthKind.RELATIVE)
+
+
+def make_colour_range(settings: StreamSettings, kind: DepthKind) -> ColourRange:
+    """``--range-m``'s fixed range for metres, else the running percentiles.
+
+    Raises:
+        ConfigError: ``--range-m`` for a network whose depth is not in metres.
+    """
+    if settings.render.range_m is None:
+        return DisplayRange()
+    if kind is not DepthKind.METRIC:
+        raise ConfigError(RANGE_M_NEEDS_METRIC)
+    return FixedRange(*settings.render.range_m)
+
+
+def make_smoother(settings: StreamSettings,
+                  kind: DepthKind = DepthKind.RELATIVE) -> Smoother | None:
+    """The smoothing stage ``settings`` ask for; ``None`` when ``smooth`` is 0 (off).
+
+    Relative depth is aligned frame to frame; metres are blended as they are.
+    """
     if settings.smooth == 0:
         return None
-    return TemporalSmoother(settings.smooth)
+    return TemporalSmoother(settings.smooth, align=kind is DepthKind.RELATIVE)
 
 
 class DepthStage:
@@ -113,6 +138,7 @@ class DepthStage:
         self.keep_network_depth = keep_network_depth
         self.one_at_a_time = one_at_a_time
         self.estimator = estimator
+        self.kind = depth_kind(estimator)
         self.camera = camera
         self.smoother = smoother
         self.colour_range = colour_range or DisplayRange()
@@ -165,7 +191,7 @@ class DepthStage:
             index=frame.index, timestamp=frame.timestamp, image=frame.image,
             depth=depth, inference_ms=inference_ms,
             lo=float(lo), hi=float(hi), smoothed=self.smoother is not None, pts=frame.pts,
-            captured=frame.captured, raw_depth=raw_depth, camera=camera,
+            captured=frame.captured, raw_depth=raw_depth, camera=camera, kind=self.kind,
         )
 
     def _overlapped(self, frames: FrameQueue[Frame],

@@ -25,7 +25,7 @@ from stream.depth.colormap import colorize, minmax
 from stream.engines.estimator import DepthEstimator
 from stream.models.registry import MIDAS_SMALL_SPEC
 from stream.models.spec import ModelSpec, OutputResize
-from stream.models.transforms import resize_depth, scale_offset
+from stream.models.transforms import linear_corner_taps, resize_depth, scale_offset
 from stream.sinks.base import depth_to_u16
 from stream.sinks.strips import NpyWriter, PngWriter, StripWriter
 from stream.sources.capture import find_images, read_image
@@ -273,11 +273,8 @@ def _cubic_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _linear_corner_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
     """Source indices and weights ``[dst, 2]`` of a bilinear resize with corners aligned."""
-    position = np.arange(dst, dtype=np.float64) * ((src - 1) / max(dst - 1, 1))
-    lo = np.minimum(position.astype(np.int64), src - 1)
-    frac = (position - lo).astype(np.float32)
-    index = np.stack([lo, np.minimum(lo + 1, src - 1)], axis=1)
-    return index, np.stack([1 - frac, frac], axis=1)
+    lo, hi, weight = linear_corner_taps(src, dst)
+    return np.stack([lo, hi], axis=1), np.stack([1 - weight, weight], axis=1)
 
 
 def _write_outputs(bgr: np.ndarray, bands: DepthBands, dst: Path, lo: float, hi: float,

@@ -32,7 +32,14 @@ from stream.core.settings import StreamSettings
 from stream.core.stats import RunStats, Tally
 from stream.engines.estimator import DepthEstimator
 from stream.geometry.camera import StreamCamera
-from stream.runtime.depth_stage import ColourRange, DepthStage, Smoother, make_smoother
+from stream.runtime.depth_stage import (
+    ColourRange,
+    DepthStage,
+    Smoother,
+    depth_kind,
+    make_colour_range,
+    make_smoother,
+)
 from stream.runtime.queues import POLL_S, DropPolicy, FrameQueue, take
 from stream.sinks.base import Sink, SinkContext
 from stream.sources.capture import Source
@@ -133,10 +140,12 @@ class Pipeline:
         self._depths: FrameQueue[DepthFrame] = FrameQueue(
             policy, _frames_within(self.settings.queue_size,
                                    pixels * (11 if network_depth else 7)))
+        kind = depth_kind(estimator)
         self.depth_stage = DepthStage(
-            estimator, smoother if smoother is not None else make_smoother(self.settings),
-            colour_range, live=self.live, close_estimator=close_estimator, camera=camera,
-            keep_network_depth=network_depth, one_at_a_time=pixels > ONE_AT_A_TIME_PIXELS)
+            estimator, smoother if smoother is not None else make_smoother(self.settings, kind),
+            colour_range or make_colour_range(self.settings, kind), live=self.live,
+            close_estimator=close_estimator, camera=camera, keep_network_depth=network_depth,
+            one_at_a_time=pixels > ONE_AT_A_TIME_PIXELS)
         self._progress = progress
         self._tally = Tally()
         self._threads: list[threading.Thread] = []

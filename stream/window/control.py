@@ -71,12 +71,17 @@ class ControlledSmoother:
     scale, and :attr:`scene_cut` tells the pipeline to reset the colour range); at
     strength 0 the network's depth passes through unchanged. Used only on the inference
     thread.
+
+    Args:
+        control: the window's requests.
+        align: align each frame to the estimate (relative depth); ``False`` for metres.
     """
 
-    def __init__(self, control: LiveControl) -> None:
+    def __init__(self, control: LiveControl, align: bool = True) -> None:
         self.control = control
+        self.align = align
         self._strength, self._resets = control.state()
-        self._smoother = TemporalSmoother(self._strength)
+        self._smoother = TemporalSmoother(self._strength, align)
         self._scene_cut = False
 
     @property
@@ -99,7 +104,7 @@ class ControlledSmoother:
         strength, resets = self.control.state()
         restart = resets != self._resets or strength != self._strength
         if strength != self._strength:
-            self._smoother = TemporalSmoother(strength)
+            self._smoother = TemporalSmoother(strength, self.align)
             self._strength = strength
         elif resets != self._resets:
             self._smoother.reset()

@@ -21,8 +21,9 @@ from support.golden import CASES as MIDAS_CASES
 from support.golden import DATA as MIDAS_DATA
 
 from stream.core.errors import ConfigError, WeightsError
+from stream.core.records import DepthKind
 from stream.models.registry import DEFAULT_MODEL, MODELS, get_spec, spec_for_checkpoint
-from stream.models.spec import Bound, OutputKind, OutputResize
+from stream.models.spec import Bound, OutputResize
 from stream.models.transforms import preprocess_array, resize_depth
 from stream.models.weights import check_state_dict, load_file
 
@@ -80,8 +81,8 @@ def test_the_registry_names_and_kinds() -> None:
     assert list(MODELS) == ["midas-small", "dav2-small", "dav2-metric-indoor",
                             "dav2-metric-outdoor"]
     assert DEFAULT_MODEL == "midas-small"
-    assert [MODELS[n].output for n in MODELS] == [OutputKind.RELATIVE, OutputKind.RELATIVE,
-                                                  OutputKind.METRIC, OutputKind.METRIC]
+    assert [MODELS[n].output for n in MODELS] == [DepthKind.RELATIVE, DepthKind.RELATIVE,
+                                                  DepthKind.METRIC, DepthKind.METRIC]
     assert (MODELS["dav2-metric-indoor"].max_depth, MODELS["dav2-metric-outdoor"].max_depth) \
         == (20.0, 80.0)
     assert MODELS["midas-small"].resize is OutputResize.CUBIC
