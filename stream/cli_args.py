@@ -176,8 +176,12 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
                    help="depth only, picture and depth side by side, or depth over the picture")
     g.add_argument("--alpha", type=float, default=0.5,
                    help="depth weight in the overlay layout, 0..1 (default: 0.5)")
+    g.add_argument("--range-m", metavar="NEAR:FAR", default=None,
+                   help="metric models: a fixed colour range in metres, like 0.5:8 (default: "
+                        "automatic, held steady)")
     g.add_argument("--raw", metavar="DIR",
-                   help="also write per frame a 16-bit depth PNG and DIR/timestamps.csv")
+                   help="also write per frame a 16-bit depth PNG (millimetres for metric "
+                        "models) and DIR/timestamps.csv")
     g.add_argument("--raw-format", choices=choices(RawFormat), default="png",
                    help="npy: float32 .npy files next to the PNGs (default: png)")
     g.add_argument("--smooth", type=float, metavar="STRENGTH", default=None,
@@ -274,7 +278,9 @@ def _add_serve_command(sub: Any) -> None:
                        description="Serve the web page and its HTTP API (waitress). On an "
                                    "address other than 127.0.0.1 every request needs a token "
                                    "(--token, $DEPTHSTREAM_TOKEN, or a new one printed with "
-                                   "the URL). SIGTERM or Ctrl-C stops it cleanly.")
+                                   "the URL). Jobs run on --model unless they ask for another "
+                                   "model whose checkpoint is here (never downloaded for a "
+                                   "job). SIGTERM or Ctrl-C stops it cleanly.")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; "
                         "0.0.0.0 opens it to the network, with a token)")
@@ -284,6 +290,10 @@ def _add_serve_command(sub: Any) -> None:
     p.add_argument("--token", metavar="TOKEN",
                    help="secret every request must carry (default: $DEPTHSTREAM_TOKEN; made up "
                         "when --host is not a loopback address)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer to this Host name (a DNS name, a reverse proxy's; '*' any); "
+                        "by default only localhost, 127.0.0.1, [::1] and the --host address "
+                        "(repeat for more)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--camera", type=int, metavar="N", help="camera index for the /live page")
     src.add_argument("--url", metavar="URL",

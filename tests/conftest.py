@@ -28,6 +28,19 @@ def weights_file(state_dict: dict, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="session")
+def dav2_weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic Depth Anything V2 Small weights (seed 7, as its golden data) as a file.
+
+    Relative and metric checkpoints share their keys: one file serves all three models.
+    """
+    from support.dav2_weights import synthetic_torch_state_dict as dav2_state_dict
+
+    path = tmp_path_factory.mktemp("weights") / "dav2_synthetic.pth"
+    torch.save(dav2_state_dict(7), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One OpenVINO model cache for the session (a conversion takes seconds)."""
     return tmp_path_factory.mktemp("depthstream_cache")

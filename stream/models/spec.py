@@ -153,7 +153,11 @@ class ModelSpec:
         build_args: keyword arguments of ``builder`` (a metric head's ``max_depth``).
         max_depth: the largest depth a metric network gives, in metres; ``None`` for
             relative output.
-        example_side: the side of the example input traced for OpenVINO's converter.
+        example_side: the side of the example input traced for OpenVINO's converter
+            (and the size int8 is calibrated and timed at).
+        video_side: the default input side of ``convert`` (files); ``None``: ``side``.
+        live_side: the default input side of live input (cameras, streams, ``live``):
+            the largest that keeps the live goal on a 2-core CPU; ``None``: ``side``.
         summary: one line on what the model is good for (``info``, the README's table).
     """
 
@@ -167,6 +171,8 @@ class ModelSpec:
     build_args: tuple[tuple[str, Any], ...] = ()
     max_depth: float | None = None
     example_side: int | None = None
+    video_side: int | None = None
+    live_side: int | None = None
     summary: str = ""
 
     @property
@@ -183,6 +189,11 @@ class ModelSpec:
     def source_file(self) -> Path:
         """The network's source file (hashed into the model cache key, not imported)."""
         return Path(__file__).with_name(self.builder.split(":")[0] + ".py")
+
+    def default_side(self, live: bool = False, video: bool = False) -> int:
+        """The input side used when none is asked for: live, video file, or picture."""
+        side = self.live_side if live else self.video_side if video else None
+        return self.input.side if side is None else side
 
     def example_shape(self) -> tuple[int, int, int, int]:
         """An input shape ``[1, 3, h, w]`` for tracing: a 480x640 picture at ``example_side``."""

@@ -96,6 +96,9 @@ def make_estimator(settings: StreamSettings, live: bool = False, *,
                    threads: int | None = None, progress: bool = True) -> DepthEstimator:
     """The network ``settings.model`` asks for (the weights are loaded and checked here).
 
+    Its input side is ``--input-size``, else the model's default for live input or for
+    video files (:meth:`stream.models.spec.ModelSpec.default_side`).
+
     Args:
         settings: the run's settings (model, weights, engine, precision, input size).
         live: tune the engine for one frame at a time.
@@ -107,11 +110,15 @@ def make_estimator(settings: StreamSettings, live: bool = False, *,
         ConfigError: the backend or device is not available here.
     """
     from stream.engines.estimator import create_estimator
+    from stream.models.registry import get_spec
 
     model = settings.model
+    spec = get_spec(model.network)
+    make_colour_range(settings, spec.output)  # --range-m fits the model
+    side = model.input_size or spec.default_side(live=live, video=not live)
     return create_estimator(model.weights, model.backend.value, model.device.value, live=live,
                             progress=progress, precision=model.precision.value,
-                            model=model.network, input_size=model.input_size, threads=threads)
+                            model=spec, input_size=side, threads=threads)
 
 
 def build_sinks(settings: StreamSettings, *, video: str | os.PathLike | None = None,

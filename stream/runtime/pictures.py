@@ -26,7 +26,7 @@ from stream.engines.estimator import DepthEstimator
 from stream.models.registry import MIDAS_SMALL_SPEC
 from stream.models.spec import ModelSpec, OutputResize
 from stream.models.transforms import linear_corner_taps, resize_depth, scale_offset
-from stream.sinks.base import depth_to_u16
+from stream.sinks.base import depth_to_u16, metres_to_mm_u16
 from stream.sinks.strips import NpyWriter, PngWriter, StripWriter
 from stream.sources.capture import find_images, read_image
 
@@ -71,10 +71,14 @@ class PictureResult:
     inference_ms: float
 
 
-def render_picture(bgr: np.ndarray, depth: np.ndarray, settings: PictureSettings) -> np.ndarray:
-    """The colour result: Inferno depth (min-max), or picture and depth side by side."""
+def render_picture(bgr: np.ndarray, depth: np.ndarray, settings: PictureSettings,
+                   metres: bool = False) -> np.ndarray:
+    """The colour result: Inferno depth (min-max), or picture and depth side by side.
+
+    Near is warm: relative depth is larger when nearer, ``metres`` smaller.
+    """
     lo, hi = minmax(depth)
-    colour = colorize(depth, lo, hi, cmap=settings.cmap, invert=settings.invert)
+    colour = colorize(depth, lo, hi, cmap=settings.cmap, invert=settings.invert != metres)
     return np.hstack([bgr, colour]) if settings.side else colour
 
 
@@ -150,7 +154,7 @@ def run_pictures(
             continue
         bands, ms = estimate_bands(estimator, bgr)
         lo, hi = bands.minmax()
-        outputs = _write_outputs(bgr, bands, dst, lo, hi, settings)
+        outputs = _write_outputs(bgr, bands, dst, lo, hi, settings, estimator.spec.metric)
         del bgr, bands  # before the next picture is decoded
         result = PictureResult(src, outputs, lo, hi, ms)
         results.append(result)
@@ -278,8 +282,12 @@ def _linear_corner_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _write_outputs(bgr: np.ndarray, bands: DepthBands, dst: Path, lo: float, hi: float,
-                   settings: PictureSettings) -> tuple[Path, ...]:
-    """Colour PNG (and with ``raw`` the 16-bit PNG and float32 .npy), band by band."""
+                   settings: PictureSettings, metres: bool = False) -> tuple[Path, ...]:
+    """Colour PNG (and with ``raw`` the 16-bit PNG and float32 .npy), band by band.
+
+    ``metres``: the depth is in metres (near is warm: small), and the 16-bit PNG holds
+    millimetres; relative depth's PNG maps ``lo..hi`` to 0..65535.
+    """
     height, width = bgr.shape[:2]
     colour_wh = (2 * width if settings.side else width, height)
     writers: list[StripWriter] = []
@@ -291,12 +299,14 @@ def _write_outputs(bgr: np.ndarray, bands: DepthBands, dst: Path, lo: float, hi:
             writers.append(NpyWriter(npy, (width, height)))
         top = 0
         for band in bands:
-            colour = colorize(band, lo, hi, cmap=settings.cmap, invert=settings.invert)
+            colour = colorize(band, lo, hi, cmap=settings.cmap,
+                              invert=settings.invert != metres)
             if settings.side:
                 colour = np.hstack([bgr[top:top + band.shape[0]], colour])
             writers[0].write(colour)
             if settings.raw:
-                writers[1].write(depth_to_u16(band, lo, hi))
+                writers[1].write(metres_to_mm_u16(band) if metres
+                                 else depth_to_u16(band, lo, hi))
                 writers[2].write(band)
             top += band.shape[0]
         return tuple(writer.close() for writer in writers)

@@ -310,7 +310,8 @@ class Pipeline:
 
     def _render_frames(self) -> None:
         stop, tally = self.stop_event, self._tally
-        context = SinkContext(self.source.info, stop, lambda: self.dropped)
+        context = SinkContext(self.source.info, stop, lambda: self.dropped,
+                              kind=self.depth_stage.kind)
         for sink in self.sinks:
             sink.open(context)
         total = None if self.live else self.source.info.frames

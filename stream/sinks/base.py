@@ -28,7 +28,7 @@ from stream.core.files import (
     check_writable_folder,
     write_bytes_atomic,
 )
-from stream.core.records import DepthFrame, VideoInfo
+from stream.core.records import DepthFrame, DepthKind, VideoInfo
 from stream.core.settings import RawFormat, parse_enum
 from stream.depth.colormap import minmax
 
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 __all__ = [
     "write_image",
     "depth_to_u16",
+    "metres_to_mm_u16",
+    "CSV_HEADER_RELATIVE",
+    "CSV_HEADER_METRES",
     "write_depth_raw",
     "SinkContext",
     "Sink",
@@ -59,6 +62,11 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     return write_bytes_atomic(path, data.tobytes())
 
 
+#: ``timestamps.csv``'s first line for relative depth and for metres.
+CSV_HEADER_RELATIVE = "index,seconds,lo,hi,scale\n"
+CSV_HEADER_METRES = "index,seconds,min_m,max_m,scale\n"
+
+
 def depth_to_u16(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Depth scaled linearly so ``lo`` -> 0 and ``hi`` -> 65535 (clipped), uint16."""
     span = float(hi) - float(lo)
@@ -74,11 +82,32 @@ def depth_to_u16(depth: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return out
 
 
+def metres_to_mm_u16(depth_m: np.ndarray) -> np.ndarray:
+    """Metres as uint16 millimetres, the depth cameras' and ROS ``16UC1`` convention.
+
+    0 means no depth (a value that is not finite or not positive); beyond 65.535 m is
+    clipped to 65535.
+    """
+    out = np.zeros(depth_m.shape, np.uint16)
+    step = max(1, (1 << 21) // max(1, depth_m[0].size if depth_m.ndim > 1 else 1))
+    for top in range(0, depth_m.shape[0], step):
+        mm = np.nan_to_num(depth_m[top:top + step].astype(np.float64) * 1000.0, nan=0.0,
+                           posinf=0.0, neginf=0.0)
+        out[top:top + step] = np.clip(mm, 0, 65535).round()
+    return out
+
+
 def write_depth_raw(stem: str | os.PathLike, depth: np.ndarray, lo: float, hi: float,
-                    npy: bool = True) -> list[Path]:
-    """Write ``<stem>.png`` (16-bit, lo..hi) and, with ``npy``, ``<stem>.npy`` (float32)."""
+                    npy: bool = True, metres: bool = False) -> list[Path]:
+    """Write ``<stem>.png`` (16-bit) and, with ``npy``, ``<stem>.npy`` (float32).
+
+    The PNG holds relative depth scaled so ``lo`` -> 0 and ``hi`` -> 65535, or, with
+    ``metres``, millimetres (:func:`metres_to_mm_u16`); the ``.npy`` holds ``depth`` as
+    it is (metres for a metric model).
+    """
     stem = Path(stem)
-    written = [write_image(stem.with_suffix(".png"), depth_to_u16(depth, lo, hi))]
+    pixels = metres_to_mm_u16(depth) if metres else depth_to_u16(depth, lo, hi)
+    written = [write_image(stem.with_suffix(".png"), pixels)]
     if npy:
         target = stem.with_suffix(".npy")
         try:
@@ -104,11 +133,14 @@ class SinkContext:
         stop: the pipeline's cancellation event; a sink that may block checks it.
         count_dropped: returns the number of frames dropped so far (live input), for
             status lines.
+        kind: what the frames' depth holds (relative inverse depth or metres): known
+            before the first frame, for headers and units.
     """
 
     info: VideoInfo
     stop: threading.Event = field(default_factory=threading.Event)
     count_dropped: Callable[[], int] = field(default=lambda: 0)
+    kind: DepthKind = DepthKind.RELATIVE
 
 
 class Sink:
@@ -156,12 +188,16 @@ class CallbackSink(Sink):
 
 
 class RawDepthSink(Sink):
-    """Per frame a 16-bit PNG (``depth_<index>.png``, the depth's own min..max -> 0..65535).
+    """Per frame a 16-bit PNG (``depth_<index>.png``) and a row of ``timestamps.csv``.
 
-    Plus one ``timestamps.csv`` (``index,seconds,lo,hi,scale``: ``lo``/``hi`` undo the PNG
-    scaling, ``scale`` says which depth it is: ``smoothed`` (aligned to one scale across
-    frames) or ``raw`` (the network's own, per-frame scale)) and, with
-    :attr:`RawFormat.NPY`, the float32 depth as ``depth_<index>.npy``. Every file is
+    Relative depth: the PNG maps the depth's own min..max to 0..65535, and the CSV's
+    columns are ``index,seconds,lo,hi,scale`` (``lo``/``hi`` undo the PNG scaling).
+    Metres (a metric model): the PNG holds millimetres (0 = no depth), and the columns
+    are ``index,seconds,min_m,max_m,scale`` (the unit in the header). ``scale`` says
+    which depth it is: ``smoothed`` (one scale across frames) or ``raw`` (the network's
+    own output of that frame). With :attr:`RawFormat.NPY`, also the float32 depth as
+    ``depth_<index>.npy`` (metres for a metric model). Every frame is written at its
+    own size. Every file is
     written atomically; the CSV appears when the sink is closed, also after a failed
     write (a full disk): it then lists exactly the frames whose files were written.
 
@@ -177,6 +213,7 @@ class RawDepthSink(Sink):
     """
 
     CSV_NAME = "timestamps.csv"
+    _metres = False
 
     def __init__(self, folder: str | os.PathLike, fmt: RawFormat | str = RawFormat.PNG,
                  overwrite: bool = False, unsmoothed: bool = False) -> None:
@@ -203,10 +240,12 @@ class RawDepthSink(Sink):
                 raise SinkError(f"cannot create {self.folder}: {exc.strerror or exc}") from exc
             self._created = True
         self._csv_part = PartFile(self.folder / self.CSV_NAME)
+        self._metres = context.kind is DepthKind.METRIC
+        header = CSV_HEADER_METRES if self._metres else CSV_HEADER_RELATIVE
         try:
             self._csv = os.open(self._csv_part.path, os.O_WRONLY)
             self._csv_size = 0
-            self._append_row(b"index,seconds,lo,hi,scale\n")
+            self._append_row(header.encode("ascii"))
         except OSError as exc:
             self._close_csv()
             self._csv_part.discard()
@@ -230,7 +269,8 @@ class RawDepthSink(Sink):
         size = self._csv_size
         try:
             self._append_row(row.encode("ascii"))
-            write_depth_raw(stem, depth, lo, hi, npy=self.fmt is RawFormat.NPY)
+            write_depth_raw(stem, depth, lo, hi, npy=self.fmt is RawFormat.NPY,
+                            metres=self._metres)
         except BaseException as exc:
             self._truncate_csv(size)
             if isinstance(exc, OSError) and not isinstance(exc, SinkError):

@@ -298,8 +298,14 @@ class WindowSink(Sink):
 
 
 def _on_mouse(event: int, x: int, y: int, flags: int, view: WindowView) -> None:
-    """A left click probes a pixel, a right click hides the probe (on the window thread)."""
-    if event == cv2.EVENT_LBUTTONDOWN:
+    """Mouse events on the window thread: the depth under the pointer, a probe.
+
+    Moving shows the pointer's depth in the status line; a left click pins a probe, a
+    right click hides it.
+    """
+    if event == cv2.EVENT_MOUSEMOVE:
+        view.hover(x, y)
+    elif event == cv2.EVENT_LBUTTONDOWN:
         view.click(x, y)
     elif event == cv2.EVENT_RBUTTONDOWN:
         view.clear_probe()

@@ -82,6 +82,7 @@ class WindowView:
         self.help = False
         self.recording_since: float | None = None  # monotonic start of a recording
         self.probe: tuple[int, int] | None = None  # (x, y) in frame pixels
+        self.pointer: tuple[int, int] | None = None  # the mouse, in frame pixels
         self._dropped = dropped
         self._smoothing = smoothing
         self._message: tuple[str, float] | None = None
@@ -159,42 +160,57 @@ class WindowView:
 
     # -- probe -----------------------------------------------------------------
 
-    def click(self, x: int, y: int) -> tuple[int, int] | None:
-        """Probe the frame pixel under ``(x, y)`` of the composed picture.
-
-        Either half of the side-by-side layout probes the same pixel.
-
-        Returns:
-            The pixel ``(x, y)`` in the frame, or ``None`` before the first frame.
-        """
+    def _frame_pixel(self, x: int, y: int) -> tuple[int, int] | None:
+        """The frame pixel under ``(x, y)`` of the composed picture (either half of side)."""
         if self.frame is None:
             return None
         width, height = self.frame.size_wh
         fx, fy = x // self._factor, y // self._factor
         if self.renderer.layout is Layout.SIDE:
             fx %= width
-        self.probe = (min(max(fx, 0), width - 1), min(max(fy, 0), height - 1))
+        return min(max(fx, 0), width - 1), min(max(fy, 0), height - 1)
+
+    def click(self, x: int, y: int) -> tuple[int, int] | None:
+        """Probe (pin) the frame pixel under ``(x, y)`` of the composed picture.
+
+        Either half of the side-by-side layout probes the same pixel.
+
+        Returns:
+            The pixel ``(x, y)`` in the frame, or ``None`` before the first frame.
+        """
+        self.probe = self._frame_pixel(x, y)
         self._dirty = True
         return self.probe
+
+    def hover(self, x: int, y: int) -> tuple[int, int] | None:
+        """The mouse moved to ``(x, y)``: the status line shows the depth under it."""
+        pointer = self._frame_pixel(x, y)
+        if pointer != self.pointer:
+            self.pointer = pointer
+            self._dirty = True
+        return pointer
 
     def clear_probe(self) -> None:
         """Stop showing a probed value."""
         self.probe = None
         self._dirty = True
 
-    def probe_text(self) -> str | None:
-        """The probed pixel's value, or ``None`` when nothing is probed.
+    def probe_text(self, pixel: tuple[int, int] | None = None) -> str | None:
+        """The value at ``pixel`` (default: the probe), or ``None`` when there is none.
 
-        Relative depth, its place in the colour range, and metres when the frame
-        carries a metric fit (``--known-distance``).
+        Metres for a metric model; else relative depth, its place in the colour range,
+        and metres when the frame carries a metric fit (``--known-distance``).
         """
-        if self.probe is None or self.frame is None:
+        pixel = self.probe if pixel is None else pixel
+        if pixel is None or self.frame is None:
             return None
         frame = self.frame
-        x, y = self.probe
+        x, y = pixel
         if x >= frame.size_wh[0] or y >= frame.size_wh[1]:
             return None  # a probe from frames of another size
         value = float(frame.depth[y, x])
+        if getattr(frame, "metric", False):
+            return f"{value:.2f} m" if np.isfinite(value) and value > 0 else "no depth"
         span = frame.hi - frame.lo
         share = 100.0 * (value - frame.lo) / span if span > 0 else 0.0
         text = f"rel {value:.3g} ({min(max(share, 0.0), 100.0):.0f}% near)"
@@ -243,6 +259,9 @@ class WindowView:
         strength = self._smoothing()
         if strength is not None:
             parts.append(f"smooth {strength:.1f}")
+        under = self.probe_text(self.pointer) if self.pointer is not None else None
+        if under is not None:
+            parts.append(f"pointer {under}")
         if self.paused:
             parts.append("PAUSED")
         parts.append("h: keys")

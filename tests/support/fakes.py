@@ -16,8 +16,10 @@ import numpy as np
 
 from stream.engines.base import Backend
 from stream.engines.estimator import DepthEstimator
+from stream.models.registry import DAV2_METRIC_INDOOR_SPEC
 
-__all__ = ["CheapBackend", "cheap_estimator"]
+__all__ = ["CheapBackend", "MetricRampBackend", "cheap_estimator", "metric_estimator",
+           "ramp_m"]
 
 
 class CheapBackend(Backend):
@@ -49,3 +51,34 @@ class CheapBackend(Backend):
 def cheap_estimator(delay_s: float = 0.0, fail_at: int | None = None) -> DepthEstimator:
     """A :class:`DepthEstimator` on :class:`CheapBackend` (a test double)."""
     return DepthEstimator(CheapBackend(delay_s, fail_at))
+
+
+class MetricRampBackend(Backend):
+    """TEST DOUBLE of a metric model: every frame's depth is a known ramp in metres.
+
+    Depth grows linearly from ``near_m`` at the left edge to ``far_m`` at the right, the
+    same in every row and frame. A bilinear resize with aligned corners (the metric
+    models' output resize) keeps a linear ramp exact, so at the picture's size pixel
+    column ``c`` of ``W`` holds ``near_m + (far_m - near_m) * c / (W - 1)`` metres.
+    """
+
+    name = "metric-ramp-test-double"
+    spec = DAV2_METRIC_INDOOR_SPEC
+
+    def __init__(self, near_m: float = 1.0, far_m: float = 5.0) -> None:
+        self.near_m, self.far_m = near_m, far_m
+
+    def infer(self, x: np.ndarray) -> np.ndarray:  # noqa: D102
+        h, w = x.shape[2:]
+        ramp = np.linspace(self.near_m, self.far_m, w, dtype=np.float32)
+        return np.repeat(ramp[None, :], h, axis=0)
+
+
+def metric_estimator(near_m: float = 1.0, far_m: float = 5.0) -> DepthEstimator:
+    """A :class:`DepthEstimator` on :class:`MetricRampBackend` (a test double)."""
+    return DepthEstimator(MetricRampBackend(near_m, far_m))
+
+
+def ramp_m(width: int, near_m: float = 1.0, far_m: float = 5.0) -> np.ndarray:
+    """The metres :class:`MetricRampBackend` gives each pixel column of a ``width`` picture."""
+    return near_m + (far_m - near_m) * np.arange(width, dtype=np.float64) / (width - 1)
