@@ -30,6 +30,7 @@ and ``--precision int8`` is asked for by name.
 
     python benchmarks/bench_convert.py [--frames 240] [--repeats 1] [--ratio-rounds 5]
                                        [--weights PATH]
+    python benchmarks/bench_convert.py --model dav2-small [--input-size 266] [--frames 60]
 """
 
 from __future__ import annotations
@@ -257,9 +258,21 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear repor
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--ratio-rounds", type=int, default=5,
                         help="interleaved fp32/int8 backend rounds for the throughput ratio")
+    parser.add_argument("--model", default="midas-small",
+                        help="another model (dav2-small, ...) runs model_convert.py's "
+                             "comparison with the official-style loop instead")
+    parser.add_argument("--input-size", type=int, default=266,
+                        help="with --model: the input side of both (default: 266)")
     args = parser.parse_args(argv)
     if args.ratio_rounds < 1:
         parser.error("--ratio-rounds must be at least 1")
+    if args.model != "midas-small":
+        import model_convert
+
+        with tempfile.TemporaryDirectory() as tmp:
+            clip = trimmed_clip(args.frames, Path(tmp))
+            return model_convert.run(args.model, args.input_size, clip, args.frames,
+                                     args.weights, Path(tmp))
 
     from stream import StreamSettings, convert
 

@@ -9,6 +9,7 @@ the weights' values), saved once as a file so that the cached models are used
 (``--precision int8`` quantizes once, about a minute, then reads the cache).
 
     python benchmarks/bench_live.py [--seconds 20] [--precision int8] [--weights PATH]
+    python benchmarks/bench_live.py --model dav2-small [--input-size 182]
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import os
 import sys
 
 import common
+import model_convert
 import numpy as np
 from bench_convert import weights_file
 
 from stream import Pipeline, StreamSettings, create_estimator
+from stream.models.registry import get_spec
 from stream.sources.capture import LiveSource
 from tests.support.mjpeg import MjpegServer
 
@@ -33,11 +36,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--precision", default="fp32", choices=("auto", "fp32", "int8"))
     parser.add_argument("--weights", help="checkpoint (default: the tests' synthetic one)")
+    parser.add_argument("--model", default="midas-small", help="the network (default: midas)")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="the input side (default: the model's live default)")
     args = parser.parse_args(argv)
-    weights, origin = weights_file(args.weights)
+    spec = get_spec(args.model)
+    if spec.name == "midas-small":
+        weights, origin = weights_file(args.weights)
+    else:
+        weights, origin = model_convert.weights_file(args.weights)
+    side = args.input_size or spec.default_side(live=True)
     estimator = create_estimator(str(weights), args.backend, live=True,
-                                 precision=args.precision)
-    estimator.backend.infer(np.zeros((1, 3, 192, 256), np.float32))  # compile, untimed
+                                 precision=args.precision, model=spec, input_size=side)
+    rgb = np.zeros((480, 640, 3), np.uint8)
+    estimator.predict(rgb)  # compile, untimed
     clip = common.ROOT / "samples" / "clip.mp4"
     with MjpegServer(clip, fps=30, max_s=args.seconds + 30).start() as camera:
         source = LiveSource.from_url(camera.url)
@@ -45,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         stats = Pipeline(source, estimator, [], settings).start().join(args.seconds + 60)
     estimator.close()
     print(f"machine: {common.machine()}")
-    print(f"weights: {origin}, backend {estimator.backend.name}, "
-          f"precision {estimator.backend.precision}")
+    print(f"model {spec.name}, input side {side}, weights: {origin}, backend "
+          f"{estimator.backend.name}, precision {estimator.backend.precision}")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} "
           "(other jobs share the cores)")
     print(f"{args.seconds:.0f} s of a 640x480 MJPEG camera at 30 fps on 127.0.0.1")

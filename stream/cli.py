@@ -100,6 +100,7 @@ def _stream_settings(args: argparse.Namespace) -> StreamSettings:
     """Every run setting from the arguments, validated before anything heavy is imported."""
     return StreamSettings(
         layout=args.layout, alpha=args.alpha, cmap=args.cmap, invert=args.invert,
+        range_m=args.range_m,
         smooth=smooth_strength(args.smooth, off=args.no_smooth), raw_dir=args.raw,
         raw_unsmoothed=args.raw_unsmoothed, raw_format=args.raw_format,
         overwrite=args.overwrite, backend=args.backend, device=args.device,
@@ -254,7 +255,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
           max_image_mp=args.max_image_mp, max_video_wh=parse_size_wh(args.max_video_size),
           max_video_s=args.max_video_minutes * 60.0, max_video_frames=args.max_video_frames,
           max_uploads=args.max_uploads, max_viewers=args.max_viewers,
-          write_timeout_s=args.write_timeout)
+          write_timeout_s=args.write_timeout, model=args.model, input_size=args.input_size,
+          allow_hosts=args.allow_host)
     # Stopped cleanly: every job, file and stream is closed. Skip the interpreter's
     # teardown of torch and OpenVINO (seconds on a busy machine), so that SIGTERM ends
     # the process promptly.
@@ -268,7 +270,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from stream.engines.factory import model_report
+    from stream.engines.report import model_report
 
     report = model_report(args.weights, args.precision, model=args.model)
     if args.json:
@@ -276,7 +278,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
         print(json.dumps(report, indent=2))
         return ExitStatus.OK
-    check = report["int8_agreement"]
+    check, speed = report["int8_agreement"], report["int8_speed"]
+    where = ("this machine" if speed is None or speed["machine"] == report["machine"]
+             else f"another machine ({speed['machine']})")
     lines = [
         ("weights", f"{report['weights']} ({report['size_bytes']} bytes, "
                     f"sha256 {report['sha256'][:16]}...)"),
@@ -287,6 +291,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
          f"AbsRel {check['abs_rel']:.4f}, delta<1.25 {check['delta1']:.4f} on "
          f"{check['frames']} held-out frames (worst frame {check['abs_rel_worst']:.4f}, "
          f"{check['delta1_worst']:.4f})"),
+        ("int8 layers", report["int8_layers"] or "-"),
+        ("int8 speed", "-" if speed is None else
+         f"fp32 {speed['fp32_ms']:.1f} ms, int8 {speed['int8_ms']:.1f} ms per "
+         f"{speed['shape'][-2]}x{speed['shape'][-1]} input "
+         f"({speed['fp32_ms'] / speed['int8_ms']:.2f}x), timed on {where}"),
         ("auto uses", report["auto"]),
         ("OpenVINO / NNCF", f"{report['openvino']} / {report['nncf']}, "
                             f"{report['threads']} threads"),
