@@ -100,18 +100,10 @@ sys.exit(cli.main(sys.argv[1:]))
 
 
 def weights_file(weights: str | None) -> tuple[Path, str]:
-    """The checkpoint file to time: ``weights``, or the synthetic one saved once."""
-    if weights is not None:
-        return Path(weights), weights
-    from stream.engines.cache import default_cache_dir
-
-    path = default_cache_dir() / "bench" / "synthetic_seed0_midas_v21_small_256.pt"
-    if not path.is_file():
-        import torch
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(common.synthetic_state_dict(0), path)
-    return path, f"synthetic (tests/support/weights.py, seed 0), saved as {path}"
+    """The MiDaS checkpoint to time: ``weights``, or the synthetic one saved once."""
+    return common.saved_checkpoint(weights, "synthetic_seed0_midas_v21_small_256.pt",
+                                   lambda: common.synthetic_state_dict(0),
+                                   "tests/support/weights.py, seed 0")
 
 
 def trimmed_clip(frames: int, folder: Path) -> Path:

@@ -19,10 +19,12 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["ROOT", "state_dict", "synthetic_state_dict", "cpu_model", "machine"]
+__all__ = ["ROOT", "state_dict", "synthetic_state_dict", "saved_checkpoint", "cpu_model",
+           "machine"]
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository root (the folder holding ``stream/``, ``tests/`` and ``benchmarks/``)."""
@@ -70,6 +72,26 @@ def state_dict(weights: str | os.PathLike | None) -> tuple[dict, str]:
     from stream.models.weights import load_state_dict
 
     return load_state_dict(weights), str(weights)
+
+
+def saved_checkpoint(weights: str | os.PathLike | None, file_name: str,
+                     make: Callable[[], dict], recipe: str) -> tuple[Path, str]:
+    """The checkpoint file to time, and where it came from.
+
+    ``weights`` when given; else the synthetic checkpoint ``make()`` gives, saved once as
+    ``<depthstream cache>/bench/<file_name>`` (so the model caches know it by its file).
+    """
+    if weights is not None:
+        return Path(weights), str(weights)
+    from stream.engines.cache import default_cache_dir
+
+    path = default_cache_dir() / "bench" / file_name
+    if not path.is_file():
+        import torch
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(make(), path)
+    return path, f"synthetic ({recipe}), saved as {path}"
 
 
 def cpu_model() -> str:

@@ -41,19 +41,11 @@ model_convert.official_loop({clip!r}, {out!r}, {weights!r}, {model!r}, {side!r})
 
 def weights_file(weights: str | None) -> tuple[Path, str]:
     """The Depth Anything checkpoint to time: ``weights``, or the synthetic one saved once."""
-    if weights is not None:
-        return Path(weights), weights
-    from stream.engines.cache import default_cache_dir
+    from tests.support.dav2_weights import synthetic_torch_state_dict
 
-    path = default_cache_dir() / "bench" / "synthetic_seed7_dav2_vits.pth"
-    if not path.is_file():
-        import torch
-
-        from tests.support.dav2_weights import synthetic_torch_state_dict
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(synthetic_torch_state_dict(7), path)
-    return path, f"synthetic (tests/support/dav2_weights.py, seed 7), saved as {path}"
+    return common.saved_checkpoint(weights, "synthetic_seed7_dav2_vits.pth",
+                                   lambda: synthetic_torch_state_dict(7),
+                                   "tests/support/dav2_weights.py, seed 7")
 
 
 def official_loop(clip: str, out: str, weights: str, model: str, side: int) -> int:

@@ -10,7 +10,8 @@ start finds its model without torch, timm or OpenVINO's converter. Layout under
   hashed again (a new hash: loaded again, new entries);
 * ``<model>-<weights>-ov<version>-<code>[-int8-<recipe>]/`` (``midas-small-...``): ``model.xml``,
   ``model.bin`` and ``meta.json`` (what the entry was made from; for int8 also the
-  self-check). ``<weights>`` is the digest of the checkpoint's tensors
+  self-check, and fp32 and int8 timed on the machine that made or last used it).
+  ``<weights>`` is the digest of the checkpoint's tensors
   (:func:`stream.models.weights.state_dict_digest`), so a file and the same weights given in
   memory (the web server) share one entry; ``<code>`` hashes our model code, the IR
   format and the torch/timm versions (read from the installed packages' metadata, not
@@ -214,7 +215,8 @@ def _write_index(index_path: Path, index: dict) -> None:
 def _code_digest(spec: ModelSpec) -> str:
     """Hash of what shapes the converted graph besides the weights (no import of torch)."""
     h = hashlib.sha256()
-    h.update(spec.source_file.read_bytes())
+    for source in spec.source_files:
+        h.update(source.read_bytes())
     h.update(repr((spec.builder, spec.build_args)).encode())
     h.update(f"timm {package_version('timm')} torch {package_version('torch')} "
              f"format {IR_FORMAT}".encode())
@@ -257,6 +259,19 @@ class CacheEntry:
                 (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         except (RuntimeError, OSError) as exc:
             log.warning("cannot write the model cache entry %s (%s)", self.path, exc)
+            return False
+        return True
+
+    def update_meta(self, changes: dict[str, Any]) -> bool:
+        """Merge ``changes`` into ``meta.json`` (replaced whole); logged, not raised, on failure.
+
+        Returns:
+            True when the new ``meta.json`` is in place.
+        """
+        try:
+            write_json_atomic(self.path / "meta.json", {**self.meta(), **changes})
+        except OSError as exc:
+            log.warning("cannot update the model cache entry %s (%s)", self.path, exc)
             return False
         return True
 

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stream.models.blocks import ResidualConvUnit
+
 __all__ = [
     "DepthAnythingV2Small",
     "DinoV2Small",
@@ -230,20 +232,6 @@ class DinoV2Small(nn.Module):
 
 # ---------------------------------------------------------------------------------------------
 # Decoder: DPT head
-
-
-class ResidualConvUnit(nn.Module):
-    """ReLU, 3x3 conv, ReLU, 3x3 conv, plus the input (no batch norm)."""
-
-    def __init__(self, features: int = FEATURES) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(features, features, 3, padding=1, bias=True)
-        self.conv2 = nn.Conv2d(features, features, 3, padding=1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        out = self.conv1(F.relu(x))
-        out = self.conv2(F.relu(out))
-        return out + x
 
 
 class FusionBlock(nn.Module):

@@ -14,21 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stream.models.blocks import ResidualConvUnit
+
 __all__ = ["MidasSmall", "ResidualConvUnit", "FusionBlock"]
-
-
-class ResidualConvUnit(nn.Module):
-    """ReLU, 3x3 conv, ReLU, 3x3 conv, plus the input (no batch norm in the small model)."""
-
-    def __init__(self, features: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(features, features, 3, padding=1, bias=True)
-        self.conv2 = nn.Conv2d(features, features, 3, padding=1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        out = self.conv1(F.relu(x))
-        out = self.conv2(F.relu(out))
-        return out + x
 
 
 class FusionBlock(nn.Module):

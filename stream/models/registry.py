@@ -70,53 +70,37 @@ DAV2_SMALL_SPEC = ModelSpec(
     summary="far more detailed and accurate; relative depth",
 )
 
-DAV2_METRIC_INDOOR_SPEC = ModelSpec(
-    name="dav2-metric-indoor",
-    title="Depth Anything V2 Small, metric indoor (Hypersim)",
-    checkpoint=Checkpoint(
-        name="Depth Anything V2 Small metric indoor (Hypersim)",
-        file_name="depth_anything_v2_metric_hypersim_vits.pth",
-        url=(f"{_HF}/Depth-Anything-V2-Metric-Hypersim-Small/resolve/main/"
-             "depth_anything_v2_metric_hypersim_vits.pth"),
-        schema_file=_DAV2_SCHEMA,
-        licence="Apache-2.0",
-        size_bytes=_DAV2_BYTES,
-    ),
-    input=_DAV2_INPUT,
-    output=DepthKind.METRIC,
-    resize=OutputResize.LINEAR_CORNERS,
-    builder="dav2:DepthAnythingV2Small",
-    build_args=(("max_depth", 20.0),),
-    max_depth=20.0,
-    example_side=266,
-    video_side=DAV2_VIDEO_SIDE,
-    live_side=DAV2_LIVE_SIDE,
-    summary="depth in metres indoors (up to 20 m)",
-)
+def _dav2_metric(scene: str, data: str, max_depth: float, summary: str) -> ModelSpec:
+    """A metric Depth Anything V2 Small fine-tune (Hypersim indoors, Virtual KITTI outdoors)."""
+    file_name = f"depth_anything_v2_metric_{data.lower()}_vits.pth"
+    return ModelSpec(
+        name=f"dav2-metric-{scene}",
+        title=f"Depth Anything V2 Small, metric {scene} ({data})",
+        checkpoint=Checkpoint(
+            name=f"Depth Anything V2 Small metric {scene} ({data})",
+            file_name=file_name,
+            url=f"{_HF}/Depth-Anything-V2-Metric-{data}-Small/resolve/main/{file_name}",
+            schema_file=_DAV2_SCHEMA,
+            licence="Apache-2.0",
+            size_bytes=_DAV2_BYTES,
+        ),
+        input=_DAV2_INPUT,
+        output=DepthKind.METRIC,
+        resize=OutputResize.LINEAR_CORNERS,
+        builder="dav2:DepthAnythingV2Small",
+        build_args=(("max_depth", max_depth),),
+        max_depth=max_depth,
+        example_side=266,
+        video_side=DAV2_VIDEO_SIDE,
+        live_side=DAV2_LIVE_SIDE,
+        summary=summary,
+    )
 
-DAV2_METRIC_OUTDOOR_SPEC = ModelSpec(
-    name="dav2-metric-outdoor",
-    title="Depth Anything V2 Small, metric outdoor (Virtual KITTI)",
-    checkpoint=Checkpoint(
-        name="Depth Anything V2 Small metric outdoor (Virtual KITTI)",
-        file_name="depth_anything_v2_metric_vkitti_vits.pth",
-        url=(f"{_HF}/Depth-Anything-V2-Metric-VKITTI-Small/resolve/main/"
-             "depth_anything_v2_metric_vkitti_vits.pth"),
-        schema_file=_DAV2_SCHEMA,
-        licence="Apache-2.0",
-        size_bytes=_DAV2_BYTES,
-    ),
-    input=_DAV2_INPUT,
-    output=DepthKind.METRIC,
-    resize=OutputResize.LINEAR_CORNERS,
-    builder="dav2:DepthAnythingV2Small",
-    build_args=(("max_depth", 80.0),),
-    max_depth=80.0,
-    example_side=266,
-    video_side=DAV2_VIDEO_SIDE,
-    live_side=DAV2_LIVE_SIDE,
-    summary="depth in metres outdoors, driving scenes (up to 80 m)",
-)
+
+DAV2_METRIC_INDOOR_SPEC = _dav2_metric("indoor", "Hypersim", 20.0,
+                                       "depth in metres indoors (up to 20 m)")
+DAV2_METRIC_OUTDOOR_SPEC = _dav2_metric("outdoor", "VKITTI", 80.0,
+                                        "depth in metres outdoors, driving scenes (up to 80 m)")
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec

@@ -187,8 +187,13 @@ class ModelSpec:
 
     @property
     def source_file(self) -> Path:
-        """The network's source file (hashed into the model cache key, not imported)."""
+        """The network's own source file (the family's module)."""
         return Path(__file__).with_name(self.builder.split(":")[0] + ".py")
+
+    @property
+    def source_files(self) -> tuple[Path, ...]:
+        """Every source file the network is built from (hashed into the model cache key)."""
+        return self.source_file, Path(__file__).with_name("blocks.py")
 
     def default_side(self, live: bool = False, video: bool = False) -> int:
         """The input side used when none is asked for: live, video file, or picture."""
