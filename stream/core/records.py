@@ -10,27 +10,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from enum import Enum
 from fractions import Fraction
 from typing import Any, Protocol
 
 import numpy as np
 
+from stream.core.units import DepthKind
+
 __all__ = ["CameraModel", "DepthKind", "Frame", "DepthFrame", "VideoInfo"]
-
-
-class DepthKind(Enum):
-    """What a depth map holds: a network's output kind, carried by every frame."""
-
-    RELATIVE = "relative"
-    """Relative inverse depth: larger is nearer, unknown scale and shift (not metres)."""
-    METRIC = "metric"
-    """Depth in metres: larger is farther."""
-
-    @property
-    def unit(self) -> str:
-        """``m`` for metres, ``relative`` otherwise (file headers, legends, messages)."""
-        return "m" if self is DepthKind.METRIC else "relative"
 
 
 class CameraModel(Protocol):

@@ -14,8 +14,8 @@ Example:
 from __future__ import annotations
 
 from stream.core.errors import ConfigError
-from stream.core.records import DepthKind
 from stream.core.settings import DEFAULT_NETWORK
+from stream.core.units import DepthKind
 from stream.models.spec import Bound, Checkpoint, InputRule, ModelSpec, OutputResize
 
 __all__ = ["DEFAULT_MODEL", "MIDAS_SMALL_SPEC", "DAV2_SMALL_SPEC", "DAV2_METRIC_INDOOR_SPEC",

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.core.errors import ConfigError
-from stream.core.records import DepthKind
+from stream.core.units import DepthKind
 
 __all__ = ["Bound", "Checkpoint", "InputRule", "ModelSpec", "OutputResize"]
 

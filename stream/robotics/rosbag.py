@@ -15,6 +15,16 @@ play`` read. Per frame, under the topic prefix (default ``/depthstream``):
   float32 and packed ``rgb``), in metres when known distances were given, else in
   relative units with ``frame_id`` ``<frame_id>_relative``.
 
+With ``depth_transport`` ``compressedDepth`` the depth goes instead to
+``<prefix>/depth/image_raw/compressedDepth`` as ``sensor_msgs/msg/CompressedImage`` in
+image_transport's compressedDepth format (what ``compressed_depth_image_transport``,
+RViz and ``ros2 bag play`` with image_transport decode): a 12-byte header (format int32,
+0; quantization parameters a, b float32) then a 16-bit PNG. Depth in metres is stored as
+``16UC1`` millimetres (0: unknown or beyond 65.535 m); relative inverse depth as the
+plugin's ``32FC1`` quantization, ``q = a / v + b`` decoded as ``v = a / (q - b)``, with
+a and b fitted to each frame's range (:func:`compressed_depth`, :func:`decode_compressed_depth`).
+With ``compression`` ``zstd`` an MCAP bag has zstd chunks, an SQLite 3 bag zstd messages.
+
 The bag is written in a temporary folder next to the target and renamed into place when
 the sink is closed, which the pipeline does also after Ctrl+C or SIGTERM: a bag folder is
 whole or absent. Touches files; starts no threads.
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +48,15 @@ import numpy as np
 
 from stream.core.errors import SinkError
 from stream.core.files import PART_SUFFIX, remove_stale_parts
-from stream.core.records import DepthFrame
-from stream.core.settings import RosbagStorage, StreamSettings, parse_enum
+from stream.core.records import DepthFrame, DepthKind
+from stream.core.settings import RobotSettings, RosbagStorage, StreamSettings, parse_enum
 from stream.depth.colormap import colorize
 from stream.geometry.camera import POINT_STRIDE, PinholeCamera
 from stream.robotics.stamps import Stamper, split_ns
 from stream.sinks.base import Sink, SinkContext
 
-__all__ = ["BAG_VERSION", "DEPTH_UNITS", "RosbagSink", "topic_names"]
+__all__ = ["BAG_VERSION", "DEPTH_UNITS", "RosbagSink", "topic_names", "compressed_depth",
+           "decode_compressed_depth"]
 
 #: rosbag2 metadata version written (the format of ROS 2 Iron's rosbag2).
 BAG_VERSION = 8
@@ -53,15 +65,96 @@ _JPEG_QUALITY = 85
 DEPTH_UNITS = "relative inverse depth: larger = nearer, unknown scale and shift, not metres"
 
 
+Compression = RobotSettings.Compression
+DepthTransport = RobotSettings.DepthTransport
+# compressedDepth: the plugin's ConfigHeader (format, depthParam[2]) as a little-endian
+# machine writes it; format 0 is its INV_DEPTH, the only one it has.
+_DEPTH_HEADER = struct.Struct("<iff")
+_INV_DEPTH = 0
+_Q_MAX = 65535
+# 32FC1 compressedDepth keeps a frame's values from its largest down to 1/_Q_RATIO of it
+# (smaller positive values are stored as that floor): the nearest values then are within
+# 0.8 % (half a step), the others closer.
+_Q_RATIO = 1000.0
+# zlib level of the PNGs: the plugin's 9 takes over ten times as long as 3 for 6 % less.
+_PNG_LEVEL = 3
+
+
 def topic_names(prefix: str = "/depthstream") -> dict[str, str]:
     """Topic of each kind of message under ``prefix`` (shared with the Foxglove channels)."""
     return {
         "depth": f"{prefix}/depth/image_raw",
+        "compressed_depth": f"{prefix}/depth/image_raw/compressedDepth",
         "info": f"{prefix}/depth/camera_info",
         "jpeg": f"{prefix}/color/image_raw/compressed",
         "colour": f"{prefix}/depth/colormap",
         "points": f"{prefix}/depth/points",
     }
+
+
+def _quantization(depth: np.ndarray) -> tuple[float, float]:
+    """The plugin's ``(a, b)`` (float32) for ``depth``: the largest value as 1, the floor 65535."""
+    known = depth[np.isfinite(depth) & (depth > 0)]
+    if not known.size:
+        return 1.0, 0.0
+    hi = float(known.max())
+    lo = max(float(known.min()), hi / _Q_RATIO)
+    a = hi if lo >= hi else (_Q_MAX - 1) / (1 / lo - 1 / hi)
+    a = float(np.float32(a))
+    return a, float(np.float32(1 - a / hi))
+
+
+def compressed_depth(depth: np.ndarray, metric: bool) -> tuple[str, np.ndarray]:
+    """``(format, data)`` of a compressedDepth ``CompressedImage`` holding ``depth``.
+
+    ``metric``: ``depth`` is in metres, stored as ``16UC1`` millimetres; else it is
+    relative inverse depth, stored with the plugin's ``32FC1`` quantization. Unknown,
+    non-positive (and, in millimetres, beyond 65535) values are stored as 0.
+
+    Raises:
+        SinkError: PNG encoding failed.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if metric:
+            header = _DEPTH_HEADER.pack(_INV_DEPTH, 0.0, 0.0)
+            mm = np.rint(depth.astype(np.float64) * 1000)
+            image = np.where(np.isfinite(mm) & (mm >= 1) & (mm <= _Q_MAX), mm, 0)
+        else:
+            a, b = _quantization(depth)
+            header = _DEPTH_HEADER.pack(_INV_DEPTH, a, b)
+            q = np.clip(np.rint(a / depth.astype(np.float64) + b), 1, _Q_MAX)
+            image = np.where(np.isfinite(depth) & (depth > 0), q, 0)
+    ok, png = cv2.imencode(".png", image.astype(np.uint16),
+                           [cv2.IMWRITE_PNG_COMPRESSION, _PNG_LEVEL])
+    if not ok:
+        raise SinkError("cannot encode a depth frame as PNG")
+    fmt = f"{'16UC1' if metric else '32FC1'}; compressedDepth png"
+    return fmt, np.concatenate([np.frombuffer(header, np.uint8), png.reshape(-1)])
+
+
+def decode_compressed_depth(fmt: str, data: bytes | np.ndarray) -> np.ndarray:
+    """The depth image of a compressedDepth message, as the plugin decodes it.
+
+    Returns:
+        ``16UC1``: uint16 millimetres (0: unknown); ``32FC1``: float32 (NaN: unknown).
+
+    Raises:
+        ValueError: not a compressedDepth PNG message.
+    """
+    raw = np.frombuffer(bytes(data), np.uint8)
+    encoding, _, transport = fmt.partition(";")
+    if "compressedDepth" not in transport or "rvl" in transport or raw.size <= 12:
+        raise ValueError(f"not a compressedDepth PNG message (format {fmt!r})")
+    _, a, b = _DEPTH_HEADER.unpack_from(raw)
+    image = cv2.imdecode(raw[_DEPTH_HEADER.size:], cv2.IMREAD_UNCHANGED)
+    if image is None or image.dtype != np.uint16:
+        raise ValueError("compressedDepth message without a 16-bit PNG")
+    if encoding.strip() != "32FC1":
+        return image
+    with np.errstate(divide="ignore"):
+        depth = np.float32(a) / (image.astype(np.float32) - np.float32(b))
+    depth[image == 0] = np.nan
+    return depth
 
 
 def _temp_name(target: Path) -> Path:
@@ -86,6 +179,8 @@ class RosbagSink(Sink):
         invert: near dark in the colourised depth.
         stamper: header stamps (default: the video's pts, the capture clock live).
         overwrite: replace an existing bag.
+        compression: ``none`` or ``zstd`` (MCAP: zstd chunks; SQLite 3: zstd messages).
+        depth_transport: ``raw`` (``32FC1`` images) or ``compressedDepth`` (PNG).
 
     Raises:
         SinkError: the parent folder is missing, or ``folder`` exists (and is not a bag
@@ -97,9 +192,13 @@ class RosbagSink(Sink):
                  frame_id: str = "camera", topic_prefix: str = "/depthstream",
                  colour: bool = False, pointcloud: bool = False, point_step: int = 4,
                  cmap: str = "inferno", invert: bool = False,
-                 stamper: Stamper | None = None, overwrite: bool = False) -> None:
+                 stamper: Stamper | None = None, overwrite: bool = False,
+                 compression: Compression | str = Compression.NONE,
+                 depth_transport: DepthTransport | str = DepthTransport.RAW) -> None:
         self.folder = Path(folder)
         self.storage = parse_enum(RosbagStorage, storage, "rosbag storage")
+        self.compression = parse_enum(Compression, compression, "rosbag compression")
+        self.depth_transport = parse_enum(DepthTransport, depth_transport, "rosbag depth")
         if not self.folder.parent.is_dir():
             raise SinkError(f"output folder does not exist: {self.folder.parent}")
         if self.folder.exists() or self.folder.is_symlink():
@@ -123,12 +222,13 @@ class RosbagSink(Sink):
         assert robot is not None and robot.rosbag_dir is not None
         return cls(robot.rosbag_dir, storage=robot.rosbag_storage, colour=robot.rosbag_colour,
                    cmap=settings.cmap, invert=settings.invert, stamper=stamper,
-                   overwrite=settings.overwrite, **robot.topic_options)
+                   overwrite=settings.overwrite, compression=robot.rosbag_compression,
+                   depth_transport=robot.rosbag_depth, **robot.topic_options)
 
     # -- lifecycle -------------------------------------------------------------------
 
     def open(self, context: SinkContext) -> None:  # noqa: D102
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
         from rosbags.typesys import Stores, get_typestore
 
         self.stamper.open(context.info)
@@ -141,12 +241,19 @@ class RosbagSink(Sink):
                       else StoragePlugin.SQLITE3)
             self._writer = Writer(self._temp / self.folder.name, version=BAG_VERSION,
                                   storage_plugin=plugin)
+            if self.compression is Compression.ZSTD:
+                mode = (CompressionMode.STORAGE if plugin is StoragePlugin.MCAP
+                        else CompressionMode.MESSAGE)
+                self._writer.set_compression(mode, CompressionFormat.ZSTD)
             self._writer.open()
             self._writer.set_custom_data("depthstream.depth_units", DEPTH_UNITS)
         except OSError as exc:
             self._discard()
             raise SinkError(f"cannot write {self.folder}: {exc.strerror or exc}") from exc
-        kinds = {"depth": "Image", "info": "CameraInfo", "jpeg": "CompressedImage"}
+        packed = self.depth_transport is DepthTransport.COMPRESSED_DEPTH
+        kinds = {"compressed_depth" if packed else "depth":
+                 "CompressedImage" if packed else "Image",
+                 "info": "CameraInfo", "jpeg": "CompressedImage"}
         if self.colour:
             kinds["colour"] = "Image"
         if self.pointcloud:
@@ -165,9 +272,8 @@ class RosbagSink(Sink):
             stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
             frame_id=self.frame_id)
         height, width = frame.depth.shape
-        depth = np.ascontiguousarray(frame.depth, dtype="<f4").view(np.uint8).reshape(-1)
         messages: dict[str, Any] = {
-            "depth": self._image(header, depth, width, height, "32FC1", 4),
+            **self._depth(header, frame),
             "info": self._camera_info(header, frame.camera),
             "jpeg": types["sensor_msgs/msg/CompressedImage"](
                 header=header, format="jpeg", data=_jpeg(frame.image)),
@@ -197,6 +303,15 @@ class RosbagSink(Sink):
         self._commit()
 
     # -- messages ----------------------------------------------------------------------
+
+    def _depth(self, header: Any, frame: DepthFrame) -> dict[str, Any]:
+        if self.depth_transport is DepthTransport.COMPRESSED_DEPTH:
+            fmt, data = compressed_depth(frame.depth, frame.kind is DepthKind.METRIC)
+            return {"compressed_depth": self._store.types["sensor_msgs/msg/CompressedImage"](
+                header=header, format=fmt, data=data)}
+        height, width = frame.depth.shape
+        depth = np.ascontiguousarray(frame.depth, dtype="<f4").view(np.uint8).reshape(-1)
+        return {"depth": self._image(header, depth, width, height, "32FC1", 4)}
 
     def _image(self, header: Any, data: np.ndarray, width: int, height: int, encoding: str,
                pixel_bytes: int) -> Any:

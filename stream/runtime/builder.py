@@ -23,9 +23,9 @@ from typing import Any
 
 from stream.core.errors import ConfigError, StreamError
 from stream.core.files import check_not_input, check_output_path, write_json_atomic
-from stream.core.records import DepthKind
 from stream.core.settings import StampOrigin, StreamSettings
 from stream.core.stats import RunStats
+from stream.core.units import DepthKind
 from stream.depth.render import Renderer
 from stream.engines.estimator import DepthEstimator
 from stream.geometry.camera import StreamCamera, stream_camera
@@ -233,6 +233,8 @@ def build_convert(
     progress: Progress | None = None,
     stop_event: threading.Event | None = None,
     extra_sinks: Iterable[Sink] = (),
+    *,
+    max_size_wh: tuple[int, int] | None = None,
 ) -> Pipeline:
     """A ready (not started) pipeline from a video file to a video file and/or raw depth.
 
@@ -246,9 +248,13 @@ def build_convert(
         stop_event: a cancellation event to share.
         extra_sinks: more sinks (a :class:`stream.sinks.publisher.ZmqPublisher`...); they count
             as output.
+        max_size_wh: the largest frame the input may have, ``(width, height)``: checked
+            on every decoded frame (a server's limit); ``None``: any.
 
     Raises:
-        SourceError: the input is missing or not a video.
+        SourceError: the input is missing or not a video (or a frame is over
+            ``max_size_wh``: :class:`stream.sources.capture.FrameTooLarge`, also while
+            running).
         SinkError: an output cannot be written (missing folder, exists, is the input).
         ConfigError: nothing to write.
         WeightsError: no usable checkpoint.
@@ -260,7 +266,7 @@ def build_convert(
         raise ConfigError("nothing to write: give an output video, a raw depth folder, "
                           "--rosbag, --mcap, --foxglove or --zmq")
     with closing_on_error(*extra):
-        source = FileSource(input_path)
+        source = FileSource(input_path, max_size_wh=max_size_wh)
     with closing_on_error(source):
         camera = robot_camera(settings, source)
         sinks = build_sinks(settings, video=output_path, audio_from=source.path,

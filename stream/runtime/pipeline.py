@@ -10,8 +10,12 @@ Starts the three threads of a run (and only those). A :class:`Pipeline` reads
 Two signals, each with one job: a shared ``threading.Event`` cancels (every loop checks
 it), and an end-of-stream sentinel travels downstream. Each thread runs in a wrapper that
 keeps the first exception, sets the stop event and passes the sentinel on;
-:meth:`Pipeline.join` re-raises it. Building a pipeline from settings is
-:mod:`stream.runtime.builder`'s job.
+:meth:`Pipeline.join` re-raises it. When a run stops (the input ended, or Ctrl+C) every
+sink is closed and publishes what it wrote; when it fails, a sink that has an
+``abort(error)`` method is aborted instead (a video leaves nothing at its path, or after
+a full disk keeps its frames beside it: the line it returns is added to the error).
+Frames keep their own size (a stream whose size changes); the camera model follows each
+frame's size. Building a pipeline from settings is :mod:`stream.runtime.builder`'s job.
 
 Example:
     >>> with Pipeline(FileSource("in.mp4"), estimator, [sink]).start() as p:  # doctest: +SKIP
@@ -31,7 +35,7 @@ from stream.core.records import DepthFrame, Frame
 from stream.core.settings import StreamSettings
 from stream.core.stats import RunStats, Tally
 from stream.engines.estimator import DepthEstimator
-from stream.geometry.camera import StreamCamera
+from stream.geometry.camera import PinholeCamera, StreamCamera
 from stream.runtime.depth_stage import (
     ColourRange,
     DepthStage,
@@ -45,6 +49,7 @@ from stream.sinks.base import Sink, SinkContext
 from stream.sources.capture import Source
 
 if TYPE_CHECKING:
+    import numpy as np
     from typing_extensions import Self
 
 __all__ = ["Progress", "Pipeline"]
@@ -83,6 +88,44 @@ def _frames_within(queue_size: int, frame_bytes: int) -> int:
     return max(1, min(queue_size, QUEUE_BUDGET_BYTES // max(1, frame_bytes)))
 
 
+class SizedCamera:
+    """A stream's camera for frames of any size: the first size's model, scaled to each other.
+
+    A frame of another size (a stream whose size changes) gets the same camera seen at
+    that size: focal lengths, principal point and known-distance pixels scaled with the
+    picture. Has what :class:`~stream.runtime.depth_stage.DepthStage` uses of a
+    :class:`~stream.geometry.camera.StreamCamera` (``reset``, ``for_frame``).
+    """
+
+    def __init__(self, camera: StreamCamera) -> None:
+        self.stream = camera
+        self._by_size: dict[tuple[int, int], StreamCamera] = {camera.camera.size_wh: camera}
+
+    def reset(self) -> None:
+        """Forget every size's fit (a new run)."""
+        for camera in self._by_size.values():
+            camera.reset()
+
+    def for_frame(self, depth: np.ndarray, *, smoothed: bool,
+                  scene_cut: bool = False) -> PinholeCamera:
+        """The camera for a frame of ``depth``'s size (see ``StreamCamera.for_frame``)."""
+        size = (int(depth.shape[1]), int(depth.shape[0]))
+        camera = self._by_size.get(size)
+        if camera is None:
+            camera = self._by_size[size] = self._scaled(*size)
+        return camera.for_frame(depth, smoothed=smoothed, scene_cut=scene_cut)
+
+    def _scaled(self, width: int, height: int) -> StreamCamera:
+        first = self.stream.camera
+        sx, sy = width / first.width, height / first.height
+        pinhole = PinholeCamera(width, height, first.fx * sx, first.fy * sy,
+                                min(width - 1.0, (first.cx + 0.5) * sx - 0.5),
+                                min(height - 1.0, (first.cy + 0.5) * sy - 0.5))
+        known = [(min(height - 1, int((row + 0.5) * sy)), min(width - 1, int((col + 0.5) * sx)),
+                  metres) for row, col, metres in self.stream.known]
+        return StreamCamera(pinhole, known, self.stream.warnings)
+
+
 class Pipeline:
     """Three threads (capture, inference, render) from a source through the model to sinks.
 
@@ -103,7 +146,8 @@ class Pipeline:
             (robust percentiles, eased over time).
         progress: ``progress(done, total)`` on the render thread after each frame.
         close_estimator: close the estimator when the inference thread ends.
-        camera: the stream's camera model; each DepthFrame gets it (with its metric fit).
+        camera: the stream's camera model; each DepthFrame gets it (with its metric fit),
+            scaled to the frame's own size (:class:`SizedCamera`).
 
     Example:
         >>> with Pipeline(FileSource("in.mp4"), estimator, [sink]).start() as p:  # doctest: +SKIP
@@ -144,12 +188,15 @@ class Pipeline:
         self.depth_stage = DepthStage(
             estimator, smoother if smoother is not None else make_smoother(self.settings, kind),
             colour_range or make_colour_range(self.settings, kind), live=self.live,
-            close_estimator=close_estimator, camera=camera, keep_network_depth=network_depth,
+            close_estimator=close_estimator,
+            camera=SizedCamera(camera) if isinstance(camera, StreamCamera) else camera,
+            keep_network_depth=network_depth,
             one_at_a_time=pixels > ONE_AT_A_TIME_PIXELS)
         self._progress = progress
         self._tally = Tally()
         self._threads: list[threading.Thread] = []
         self._error: tuple[str, BaseException] | None = None
+        self._notes: list[str] = []  # what aborted sinks kept, added to the error's line
         self._error_lock = threading.Lock()
         self._started: float | None = None
         self._finished: float | None = None
@@ -211,10 +258,14 @@ class Pipeline:
             raise PipelineError(f"pipeline did not stop within {timeout} s ({', '.join(alive)})")
         if self._error is not None:
             name, exc = self._error
+            notes = "".join(f"; {note}" for note in self._notes)
             if isinstance(exc, StreamError):
+                if notes and not str(exc).endswith(notes):
+                    exc.args = (f"{exc}{notes}",)  # the same error (its type), one line
                 raise exc
             message = " ".join(str(exc).split())
-            raise PipelineError(f"{name} thread failed: {type(exc).__name__}: {message}") from exc
+            raise PipelineError(f"{name} thread failed: {type(exc).__name__}: "
+                                f"{message}{notes}") from exc
         return self.stats()
 
     def __enter__(self) -> Self:
@@ -303,10 +354,21 @@ class Pipeline:
         finally:
             for sink in self.sinks:
                 try:
-                    sink.close()
+                    self._close_sink(sink)
                 except BaseException as exc:  # noqa: BLE001
                     self._fail("render", exc)
             self._finished = time.monotonic()
+
+    def _close_sink(self, sink: Sink) -> None:
+        """Close ``sink``; after a failure abort it instead, where it can be aborted."""
+        abort = getattr(sink, "abort", None)
+        error = self._error
+        if error is None or abort is None:
+            sink.close()
+            return
+        note = abort(error[1])
+        if note:
+            self._notes.append(note)
 
     def _render_frames(self) -> None:
         stop, tally = self.stop_event, self._tally

@@ -184,7 +184,8 @@ def test_tree_mirrored_exactly_and_rerun_rewrites_nothing(local_ray: str,
 
 
 def _segmented(tmp_path: Path, frames: int = 300) -> tuple[Path, Path]:
-    clip = make_gop_clip(tmp_path / "in" / "long.mp4", frames, gop=30)
+    # A keyframe every 25 frames at 29.97 fps: the cuts fall between milliseconds.
+    clip = make_gop_clip(tmp_path / "in" / "long.mp4", frames, gop=25)
     reference = tmp_path / "ref.mp4"
     convert(clip, reference, StreamSettings(), estimator=cheap_estimator())
     return clip, reference

@@ -24,11 +24,11 @@ from support.clips import (
 )
 from support.fakes import cheap_estimator
 
-from stream.cli import main
 from stream.batch.options import BatchSettings, OutputFormat
 from stream.batch.plan import Manifest, find_videos, plan_jobs, settings_record
 from stream.batch.segments import join_videos, plan_video
 from stream.batch.worker import ConvertTask, JoinTask, Worker
+from stream.cli import main
 from stream.core.errors import ConfigError, SinkError, SourceError
 from stream.core.settings import StreamSettings
 from stream.runtime.builder import convert

@@ -21,8 +21,8 @@ from support.fakes import cheap_estimator, metric_estimator, ramp_m
 from stream.api import DepthStream
 from stream.cli import main
 from stream.core.errors import ConfigError
-from stream.core.records import DepthKind
 from stream.core.settings import RobotSettings
+from stream.core.units import DepthKind
 
 W, H = 64, 48
 

@@ -21,7 +21,7 @@ from support.golden import CASES as MIDAS_CASES
 from support.golden import DATA as MIDAS_DATA
 
 from stream.core.errors import ConfigError, WeightsError
-from stream.core.records import DepthKind
+from stream.core.units import DepthKind
 from stream.models.registry import DEFAULT_MODEL, MODELS, get_spec, spec_for_checkpoint
 from stream.models.spec import Bound, OutputResize
 from stream.models.transforms import preprocess_array, resize_depth

@@ -5,9 +5,11 @@ The network is the cheap test double (``support.fakes``); the bags are what a us
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -24,10 +26,12 @@ from rosbags.typesys import Stores, get_typestore
 from support.clips import NTSC, make_clip, mux_frames, pattern, read_video
 from support.fakes import CheapBackend, cheap_estimator
 
-from stream.cli import main
 from stream.api import DepthStream
+from stream.cli import main
 from stream.core.settings import RobotSettings
 from stream.engines.estimator import DepthEstimator
+from stream.models.registry import get_spec
+from stream.robotics.rosbag import decode_compressed_depth
 
 ROOT = Path(__file__).resolve().parents[2]
 TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
@@ -239,6 +243,8 @@ def test_existing_bag_is_kept_unless_overwrite(cheap, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--rosbag-colour"], "--rosbag-colour goes with --rosbag"),
+    (["--rosbag-compression", "zstd"], "--rosbag-compression goes with --rosbag"),
+    (["--rosbag-depth", "compressedDepth"], "--rosbag-depth goes with --rosbag"),
     (["--rosbag", "B", "--intrinsics", "50,50,64,10"], "outside the 64x48 picture"),
     (["--rosbag", "B", "--known-distance", "1,1,1", "--known-distance", "99,1,2"],
      "outside the 64x48 picture"),
@@ -252,6 +258,138 @@ def test_bad_options_are_usage_errors_before_anything_is_written(cheap, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+# --------------------------------------------------------------------------- compact bags
+
+VARIANTS = list(itertools.product(("mcap", "sqlite3"), ("none", "zstd"),
+                                  ("raw", "compressedDepth")))
+FRAMES = 10
+
+
+def plugin_decode(msg) -> np.ndarray:
+    """compressed_depth_image_transport's decoding, written from its format alone."""
+    raw = msg.data.tobytes()
+    fmt, a, b = struct.unpack_from("<iff", raw)
+    assert fmt == 0  # INV_DEPTH
+    import cv2
+
+    q = cv2.imdecode(np.frombuffer(raw[12:], np.uint8), cv2.IMREAD_UNCHANGED)
+    assert q.dtype == np.uint16
+    if msg.format.split(";")[0] == "16UC1":
+        return q
+    with np.errstate(divide="ignore"):
+        depth = np.float32(a) / (q.astype(np.float32) - np.float32(b))
+    depth[q == 0] = np.nan
+    return depth
+
+
+def bag_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    """One clip converted to a bag of every storage, compression and depth transport."""
+    tmp = tmp_path_factory.mktemp("variants")
+    clip = make_clip(tmp / "in.mp4", FRAMES, (160, 120), audio=False)
+    patcher = pytest.MonkeyPatch()
+    patcher.setattr("stream.engines.estimator.create_estimator", lambda *a, **k: cheap_estimator())
+    bags = {}
+    try:
+        for variant in VARIANTS:
+            bags[variant] = tmp / "_".join(variant)
+            code = main(["convert", str(clip), "--rosbag", str(bags[variant]),
+                         "--rosbag-storage", variant[0], "--rosbag-compression", variant[1],
+                         "--rosbag-depth", variant[2], "--pointcloud", "--raw",
+                         str(tmp / f"raw_{bags[variant].name}"), "--raw-format", "npy",
+                         "--no-progress"])
+            assert code == 0, variant
+    finally:
+        patcher.undo()
+    return tmp, bags
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids="-".join)
+def test_every_variant_reads_back(variants, variant):
+    tmp, bags = variants
+    storage, compression, transport = variant
+    bag = bags[variant]
+    messages = read_bag(bag)
+    depth_topic = ("/depthstream/depth/image_raw" if transport == "raw"
+                   else "/depthstream/depth/image_raw/compressedDepth")
+    assert set(messages) == {depth_topic, "/depthstream/depth/camera_info",
+                             "/depthstream/color/image_raw/compressed",
+                             "/depthstream/depth/points"}
+    assert all(len(v) == FRAMES for v in messages.values())
+    with Reader(bag) as reader:
+        per_message = storage == "sqlite3" and compression == "zstd"
+        assert (reader.compression_mode or None) == ("message" if per_message else None)
+        assert (reader.compression_format or None) == ("zstd" if per_message else None)
+    if storage == "mcap":  # zstd chunks: their frames' magic number is in the file
+        data = (bag / f"{bag.name}.mcap").read_bytes()
+        assert (b"\x28\xb5\x2f\xfd" in data) == (compression == "zstd")
+    for k, (_, msg) in enumerate(messages[depth_topic]):
+        original = np.load(tmp / f"raw_{bag.name}" / f"depth_{k:06d}.npy")
+        if transport == "raw":
+            assert msg.encoding == "32FC1"
+            depth = np.frombuffer(msg.data.tobytes(), "<f4").reshape(120, 160)
+            assert np.array_equal(depth, original)
+            continue
+        assert msg.__msgtype__ == "sensor_msgs/msg/CompressedImage"
+        assert msg.format == "32FC1; compressedDepth png"
+        depth = plugin_decode(msg)
+        np.testing.assert_array_equal(depth, decode_compressed_depth(msg.format, msg.data))
+        # the plugin's quantization: one step at value v is v^2 / a (a fitted to the frame)
+        hi = float(original.max())
+        lo = max(float(original.min()), hi / 1000)
+        assert original.min() > 0 and np.all(np.isfinite(depth))
+        half_step = 0.5 * original / (65534 / (1 / lo - 1 / hi)) * original
+        assert np.all(np.abs(depth - original) <= half_step * 1.001 + 1e-6 * hi)
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_compression_and_compressed_depth_shrink_the_bag(variants, storage):
+    _, bags = variants
+    size = {(c, d): bag_bytes(bags[(storage, c, d)]) for _, c, d in VARIANTS
+            if _ == storage}
+    plain = size[("none", "raw")]
+    assert size[("zstd", "raw")] < 0.9 * plain
+    assert size[("none", "compressedDepth")] < 0.8 * plain
+    assert size[("zstd", "compressedDepth")] < min(size[("zstd", "raw")],
+                                                   size[("none", "compressedDepth")])
+
+
+class _MetresBackend(CheapBackend):
+    """TEST DOUBLE: a metric network (its spec says metres), 0.5 m left to 80 m right."""
+
+    spec = get_spec("dav2-metric-indoor")
+
+    def infer(self, x: np.ndarray) -> np.ndarray:  # noqa: D102
+        height, width = x.shape[2:]
+        return np.tile(np.linspace(0.5, 80.0, width, dtype=np.float32), (height, 1))
+
+
+def test_metric_compressed_depth_is_16uc1_millimetres(tmp_path):
+    clip = make_clip(tmp_path / "in.mp4", 3, (64, 48), audio=False)
+    robot = RobotSettings(rosbag_dir=tmp_path / "bag", rosbag_depth="compressedDepth")
+    with DepthStream(clip, estimator=DepthEstimator(_MetresBackend()), robot=robot) as stream:
+        frames = list(stream)
+    images = read_bag(tmp_path / "bag")["/depthstream/depth/image_raw/compressedDepth"]
+    assert len(images) == len(frames) == 3
+    for frame, (_, msg) in zip(frames, images):
+        assert msg.format == "16UC1; compressedDepth png"
+        mm = plugin_decode(msg)
+        assert mm.dtype == np.uint16 and mm.shape == frame.depth.shape
+        inside = frame.depth <= 65.535
+        assert inside.any() and not inside.all()
+        assert np.all(np.abs(mm[inside] / 1000 - frame.depth[inside]) <= 0.0005 + 1e-6)
+        assert np.all(mm[~inside] == 0)  # beyond 16 bits of millimetres: unknown
+
+
+def test_decoding_refuses_what_is_not_compressed_depth():
+    with pytest.raises(ValueError, match="not a compressedDepth"):
+        decode_compressed_depth("jpeg", b"\xff\xd8" * 20)
 
 
 # --------------------------------------------------------------------------- live and API
