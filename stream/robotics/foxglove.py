@@ -39,10 +39,10 @@ import numpy as np
 
 from stream.core.errors import SinkError
 from stream.core.files import PartFile, check_output_path
-from stream.core.records import DepthFrame
+from stream.core.records import DepthFrame, DepthKind
 from stream.core.settings import StreamSettings, is_loopback
 from stream.geometry.camera import POINT_STRIDE
-from stream.robotics.rosbag import DEPTH_UNITS, topic_names
+from stream.robotics.rosbag import DEPTH_UNITS, depth_units, topic_names
 from stream.robotics.stamps import Stamper, split_ns
 from stream.sinks.base import Sink, SinkContext
 
@@ -71,18 +71,19 @@ class FoxgloveChannels:
         frame_id: ``frame_id`` of every message.
         pointcloud: add the point cloud channel.
         point_step: pixel step of the point clouds.
+        units: what the depth images hold, in words (the depth channel's metadata).
     """
 
     def __init__(self, context: Any, topic_prefix: str = "/depthstream",
                  frame_id: str = "camera", pointcloud: bool = False,
-                 point_step: int = 4) -> None:
+                 point_step: int = 4, units: str = DEPTH_UNITS) -> None:
         from foxglove import channels
 
         topics = topic_names(topic_prefix)
         self.frame_id, self.point_step = frame_id, point_step
         self.channels: dict[str, Any] = {
             "depth": channels.RawImageChannel(topics["depth"], context=context,
-                                              metadata={"units": DEPTH_UNITS}),
+                                              metadata={"units": units}),
             "jpeg": channels.CompressedImageChannel(topics["jpeg"], context=context),
             "info": channels.CameraCalibrationChannel(topics["info"], context=context),
         }
@@ -173,6 +174,8 @@ class McapSink(Sink):
         path: the ``.mcap`` file; its folder must exist.
         topic_prefix, frame_id, pointcloud, point_step: see :class:`FoxgloveChannels`.
         stamper: message times (default: the video's pts, the capture clock live).
+        kind: what the frames' depth will hold (the depth channel's units, announced
+            before the first frame).
         overwrite: replace an existing file.
 
     Raises:
@@ -210,8 +213,9 @@ class McapSink(Sink):
         except Exception as exc:  # noqa: BLE001 - the SDK raises its own errors
             self._part.discard()
             raise SinkError(f"cannot write {self.path}: {exc}") from exc
-        self._writer.write_metadata("depthstream", {"depth_units": DEPTH_UNITS})
-        self._channels = FoxgloveChannels(self._context, *self._channel_args)
+        units = depth_units(context.kind)
+        self._writer.write_metadata("depthstream", {"depth_units": units})
+        self._channels = FoxgloveChannels(self._context, *self._channel_args, units=units)
 
     def write(self, frame: DepthFrame) -> None:  # noqa: D102
         self._channels.log(frame, self.stamper.stamp_ns(frame))
@@ -255,14 +259,15 @@ class FoxgloveServerSink(Sink):
     def __init__(self, host: str = "127.0.0.1", port: int = 8765, *,
                  topic_prefix: str = "/depthstream", frame_id: str = "camera",
                  pointcloud: bool = False, point_step: int = 4,
-                 stamper: Stamper | None = None) -> None:
+                 stamper: Stamper | None = None,
+                 kind: DepthKind = DepthKind.RELATIVE) -> None:
         import foxglove
 
         self.host = host
         self.stamper = stamper or Stamper()
         self._context = foxglove.Context()
         self._channels = FoxgloveChannels(self._context, topic_prefix, frame_id, pointcloud,
-                                          point_step)
+                                          point_step, units=depth_units(kind))
         try:
             self._server = foxglove.start_server(
                 name="depthstream", host=host, port=port, context=self._context,
@@ -280,12 +285,13 @@ class FoxgloveServerSink(Sink):
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: StreamSettings, stamper: Stamper) -> FoxgloveServerSink:
+    def from_settings(cls, settings: StreamSettings, stamper: Stamper,
+                      kind: DepthKind = DepthKind.RELATIVE) -> FoxgloveServerSink:
         """The server ``settings.robot`` asks for (``foxglove`` must be set)."""
         robot = settings.robot
         assert robot is not None and robot.foxglove_address is not None
         host, port = robot.foxglove_address
-        return cls(host, port, stamper=stamper, **robot.topic_options)
+        return cls(host, port, stamper=stamper, kind=kind, **robot.topic_options)
 
     @property
     def url(self) -> str:

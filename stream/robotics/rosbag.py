@@ -4,15 +4,17 @@ Written with the pure-Python ``rosbags`` library (no ROS installation), as rosba
 version 8 in MCAP (default) or SQLite 3 storage, which ``ros2 bag info`` / ``ros2 bag
 play`` read. Per frame, under the topic prefix (default ``/depthstream``):
 
-* ``<prefix>/depth/image_raw``: ``sensor_msgs/msg/Image``, ``32FC1``, the frame's
-  relative inverse depth (larger = nearer, unknown scale and shift: *not metres*);
+* ``<prefix>/depth/image_raw``: ``sensor_msgs/msg/Image``, ``32FC1``, the frame's depth:
+  metres for a metric model (REP 118), else relative inverse depth (larger = nearer,
+  unknown scale and shift: *not metres*);
 * ``<prefix>/depth/camera_info``: ``sensor_msgs/msg/CameraInfo`` (pinhole, ``plumb_bob``
   with zero distortion) of the frame's camera model;
 * ``<prefix>/color/image_raw/compressed``: ``sensor_msgs/msg/CompressedImage``, the
   input picture as JPEG;
 * with ``colour``: ``<prefix>/depth/colormap``, ``sensor_msgs/msg/Image`` ``bgr8``;
 * with ``pointcloud``: ``<prefix>/depth/points``, ``sensor_msgs/msg/PointCloud2`` (x, y, z
-  float32 and packed ``rgb``), in metres when known distances were given, else in
+  float32 and packed ``rgb``), in metres for a metric model or when known distances were
+  given, else in
   relative units with ``frame_id`` ``<frame_id>_relative``.
 
 With ``depth_transport`` ``compressedDepth`` the depth goes instead to
@@ -55,14 +57,21 @@ from stream.geometry.camera import POINT_STRIDE, PinholeCamera
 from stream.robotics.stamps import Stamper, split_ns
 from stream.sinks.base import Sink, SinkContext
 
-__all__ = ["BAG_VERSION", "DEPTH_UNITS", "RosbagSink", "topic_names", "compressed_depth",
-           "decode_compressed_depth"]
+__all__ = ["BAG_VERSION", "DEPTH_UNITS", "METRIC_DEPTH_UNITS", "RosbagSink", "depth_units",
+           "topic_names", "compressed_depth", "decode_compressed_depth"]
 
 #: rosbag2 metadata version written (the format of ROS 2 Iron's rosbag2).
 BAG_VERSION = 8
 _JPEG_QUALITY = 85
 #: What the ``32FC1`` depth holds, recorded in the bag's ``custom_data``.
 DEPTH_UNITS = "relative inverse depth: larger = nearer, unknown scale and shift, not metres"
+#: What a metric model's depth images hold (REP 118), recorded the same way.
+METRIC_DEPTH_UNITS = "metres (REP 118): larger = farther, 0 or NaN = no depth"
+
+
+def depth_units(kind: DepthKind) -> str:
+    """What the depth images hold, in words, for a stream whose depth is ``kind``."""
+    return METRIC_DEPTH_UNITS if kind is DepthKind.METRIC else DEPTH_UNITS
 
 
 Compression = RobotSettings.Compression
@@ -246,7 +255,7 @@ class RosbagSink(Sink):
                         else CompressionMode.MESSAGE)
                 self._writer.set_compression(mode, CompressionFormat.ZSTD)
             self._writer.open()
-            self._writer.set_custom_data("depthstream.depth_units", DEPTH_UNITS)
+            self._writer.set_custom_data("depthstream.depth_units", depth_units(context.kind))
         except OSError as exc:
             self._discard()
             raise SinkError(f"cannot write {self.folder}: {exc.strerror or exc}") from exc

@@ -29,6 +29,7 @@ from stream.core.units import DepthKind
 from stream.depth.render import Renderer
 from stream.engines.estimator import DepthEstimator
 from stream.geometry.camera import StreamCamera, stream_camera
+from stream.models.registry import get_spec
 from stream.runtime.depth_stage import depth_kind, make_colour_range
 from stream.runtime.pipeline import Pipeline, Progress
 from stream.sinks.base import RawDepthSink, Sink
@@ -110,7 +111,6 @@ def make_estimator(settings: StreamSettings, live: bool = False, *,
         ConfigError: the backend or device is not available here.
     """
     from stream.engines.estimator import create_estimator
-    from stream.models.registry import get_spec
 
     model = settings.model
     spec = get_spec(model.network)
@@ -193,7 +193,8 @@ def _robot_sinks(settings: StreamSettings, start_unix_s: float | None) -> list[S
             if robot.mcap_path is not None:
                 sinks.append(McapSink.from_settings(settings, stamper))
             if robot.foxglove is not None:
-                sinks.append(FoxgloveServerSink.from_settings(settings, stamper))
+                kind = get_spec(settings.model.network).output  # announced before frames
+                sinks.append(FoxgloveServerSink.from_settings(settings, stamper, kind))
     return sinks
 
 

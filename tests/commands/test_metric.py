@@ -108,6 +108,7 @@ def test_bag_depth_and_points_are_metres_without_known_distances(metric: None, c
     assert main(["convert", str(clip), "--model", "dav2-metric-indoor", "--rosbag", str(bag),
                  "--pointcloud", "--point-step", "1", "--no-progress"]) == 0
     messages = read_bag(bag)
+    assert "metres (REP 118)" in (bag / "metadata.yaml").read_text()  # the bag says so
     image = messages["/depthstream/depth/image_raw"][0][1]
     assert image.encoding == "32FC1"
     depth = np.frombuffer(bytes(image.data), np.float32).reshape(image.height, image.width)
