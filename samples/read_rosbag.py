@@ -2,8 +2,10 @@
 
 Needs only ``rosbags`` and numpy (both installed with depthstream). Prints each depth
 image's stamp and range, the camera intrinsics once, and with ``--points`` the extent of
-the point clouds (``--pointcloud``). Depth is relative inverse depth (larger = nearer,
-not metres); point clouds are in metres only when the run had ``--known-distance``
+the point clouds (``--pointcloud``). It reads the ``32FC1`` depth topic (not
+``--rosbag-depth compressedDepth``). Depth is relative inverse depth (larger = nearer, not
+metres) for ``midas-small`` and ``dav2-small``, and metres for the ``dav2-metric`` models;
+point clouds are in metres for a metric model or when the run had ``--known-distance``
 points (their ``frame_id`` ends in ``_relative`` otherwise).
 
 Usage:

@@ -1,11 +1,12 @@
 """Receive the depth frames that ``depthstream live|convert --zmq ADDR`` publishes.
 
 Needs only pyzmq and numpy (and OpenCV for ``--show``), so it runs on any machine that can
-reach the publisher. Each message: a JSON header, the depth (relative inverse depth:
-larger = nearer, not metres), and with ``--zmq-jpeg`` a JPEG of the colour frame.
+reach the publisher. Each message: a JSON header, the depth (relative inverse depth,
+larger = nearer, for ``midas-small`` and ``dav2-small``; metres for the ``dav2-metric``
+models), and with ``--zmq-jpeg`` a JPEG of the colour frame.
 
 Usage:
-    depthstream live 0 --zmq tcp://0.0.0.0:5555          # on the camera's machine
+    depthstream live --camera 0 --zmq tcp://0.0.0.0:5555   # on the camera's machine
     python samples/zmq_subscriber.py tcp://HOST:5555 [--show] [--count N]
 """
 
