@@ -1,4 +1,7 @@
-"""depthstream: live monocular depth (MiDaS v2.1 small) from any camera or video on a CPU.
+"""depthstream: live monocular depth from any camera or video on a CPU.
+
+Networks: MiDaS v2.1 small (the fast default) and Depth Anything V2 Small, relative or
+metric (metres); see :mod:`stream.models.registry`.
 
 Public names are re-exported here and imported lazily, so ``import stream`` stays light
 (torch, timm and PyAV load on first use).

@@ -1,9 +1,10 @@
 """API: depth for Python programs, one picture (``estimate``) or a stream (``DepthStream``).
 
 For robotics and other control loops that want depth without learning the pipeline's
-threads. Depth is *relative inverse depth*: float32, larger = nearer, in an unknown scale
-and shift; it is not metres (see :func:`stream.geometry.metric.fit_metric` to get metres from two
-known distances).
+threads. With a relative model (the default ``midas-small``, ``dav2-small``) depth is
+*relative inverse depth*: float32, larger = nearer, in an unknown scale and shift, not
+metres (:func:`stream.geometry.metric.fit_metric` gets metres from two known distances);
+with a metric model (``dav2-metric-indoor``, ``dav2-metric-outdoor``) it is metres.
 
 Example:
     >>> from stream import DepthStream, estimate
@@ -107,7 +108,7 @@ def estimate(
         image: an RGB uint8 array ``[H, W, 3]`` (RGBA and gray ``[H, W]`` too; uint16 is
             scaled to 8 bits), or the path of a picture file (read with EXIF orientation).
             OpenCV frames are BGR: pass ``frame[:, :, ::-1]`` or use :class:`DepthStream`.
-        weights: the ``midas_v21_small_256.pt`` checkpoint; default
+        weights: the model's checkpoint (``midas_v21_small_256.pt`` for the default); default
             ``$DEPTHSTREAM_WEIGHTS``, the cache, or a download.
         backend: ``"auto"``, ``"openvino"`` or ``"torch"``.
         precision: ``"auto"`` (int8 where its self-check against fp32 passed, else
@@ -181,9 +182,9 @@ class DepthStream:
     skipped because the network was busy), ``timestamp`` (seconds: from the file's pts,
     or since the first camera frame on the monotonic clock), ``captured``
     (``time.monotonic()`` when the frame was decoded: ``time.monotonic() -
-    frame.captured`` is its age), ``image`` (BGR uint8), ``depth`` (float32 ``[H, W]``
-    relative inverse depth, larger = nearer, not metres), ``inference_ms`` and
-    ``smoothed``.
+    frame.captured`` is its age), ``image`` (BGR uint8), ``depth`` (float32 ``[H, W]``:
+    relative inverse depth, larger = nearer, or metres for a metric model; ``kind`` says
+    which, ``depth_m`` gives metres), ``inference_ms`` and ``smoothed``.
 
     Two ways to read:
 
@@ -198,7 +199,7 @@ class DepthStream:
     Args:
         source: camera index (``0``), stream URL (``rtsp://``, ``http://``...) or video
             file path.
-        weights: the ``midas_v21_small_256.pt`` checkpoint; default
+        weights: the model's checkpoint (``midas_v21_small_256.pt`` for the default); default
             ``$DEPTHSTREAM_WEIGHTS``, the cache, or a download.
         backend: ``"auto"``, ``"openvino"`` or ``"torch"``.
         precision: ``"auto"``, ``"fp32"`` or ``"int8"`` (as :func:`estimate`).

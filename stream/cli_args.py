@@ -210,8 +210,9 @@ def _stream_options(p: argparse.ArgumentParser) -> None:
 def _robot_options(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group(
         "ROS 2 and Foxglove",
-        "Depth is relative inverse depth (larger = nearer, not metres); point clouds are "
-        "in metres only with two or more --known-distance points.")
+        "Depth is metres with a metric model (--model dav2-metric-*), else relative inverse "
+        "depth (larger = nearer, not metres); then point clouds are in metres only with "
+        "two or more --known-distance points.")
     r.add_argument("--rosbag", metavar="DIR",
                    help="write a ROS 2 bag: depth (32FC1), JPEG colour, camera info per frame")
     r.add_argument("--rosbag-storage", choices=choices(RosbagStorage), default="mcap",

@@ -44,8 +44,8 @@ MAX_LINE_CHARS = 100
 MAX_TOP_MODULES = 12
 #: Modules at the bottom: they may import each other and nothing else from the package.
 BOTTOM = frozenset({"stream.core.errors", "stream.core.records", "stream.core.units"})
-#: What each folder (or top module) of ``stream`` may import besides itself; the README's
-#: "How it works" draws this table. Layers, bottom to top.
+#: What each folder (or top module) of ``stream`` may import besides itself;
+#: docs/how-it-works.md draws this table. Layers, bottom to top.
 ALLOWED: dict[str, frozenset[str]] = {
     "core": frozenset(),
     "geometry": frozenset({"core"}),

@@ -52,6 +52,7 @@ __all__ = [
     "check_writable_folder",
     "disk_full",
     "keep_beside",
+    "part_name",
     "rename_no_replace",
     "remove_stale_parts",
     "write_bytes_atomic",
@@ -131,7 +132,8 @@ def _sweep_once(folder: Path) -> None:
     remove_stale_parts(folder)
 
 
-def _part_name(target: Path) -> Path:
+def part_name(target: Path) -> Path:
+    """A temporary name beside ``target`` that the sweep of dead writers recognises."""
     tag = f"ds{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
     return target.with_name(f"{target.name}.{tag}{PART_SUFFIX}")
 
@@ -262,7 +264,7 @@ class PartFile:
         self.replace = not _is_claimed(self.target) if replace is None else replace
         folder = self.target.parent
         _sweep_once(folder)
-        self.path = _part_name(self.target)
+        self.path = part_name(self.target)
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except OSError as exc:
@@ -344,7 +346,7 @@ class ReservedFile:
                  reserve_bytes: int) -> None:
         self.path = Path(path)
         self.disk_full = False
-        self._reserve: Path | None = _part_name(Path(target))
+        self._reserve: Path | None = part_name(Path(target))
         self._reserved = 0
         self._file: Any = None
         try:
@@ -489,7 +491,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _sweep_once(target.parent)
-    tmp = _part_name(target)
+    tmp = part_name(target)
     tmp.mkdir(mode=0o777)  # the umask decides, as for any folder the user makes
     try:
         yield tmp

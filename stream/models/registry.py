@@ -40,7 +40,8 @@ MIDAS_SMALL_SPEC = ModelSpec(
     summary="fastest; relative depth (2020)",
 )
 
-#: Depth Anything's default input sides by use, measured on a 2-core CPU (README, Speed):
+#: Depth Anything's default input sides by use, measured on a 2-core CPU
+#: (docs/performance.md):
 #: pictures take the reference's 518; videos and live input trade detail for speed.
 DAV2_VIDEO_SIDE = 364
 DAV2_LIVE_SIDE = 182

@@ -49,7 +49,7 @@ import cv2
 import numpy as np
 
 from stream.core.errors import SinkError
-from stream.core.files import PART_SUFFIX, remove_stale_parts
+from stream.core.files import part_name, remove_stale_parts
 from stream.core.records import DepthFrame, DepthKind
 from stream.core.settings import RobotSettings, RosbagStorage, StreamSettings, parse_enum
 from stream.depth.colormap import colorize
@@ -166,12 +166,6 @@ def decode_compressed_depth(fmt: str, data: bytes | np.ndarray) -> np.ndarray:
     return depth
 
 
-def _temp_name(target: Path) -> Path:
-    # The naming of stream.core.files' temporaries, so a run killed with -9 leaves a folder
-    # the next run's sweep removes.
-    return target.with_name(f"{target.name}.ds{os.getpid()}-{os.urandom(4).hex()}{PART_SUFFIX}")
-
-
 class RosbagSink(Sink):
     """Write each frame's depth, colour and camera info to a ROS 2 bag.
 
@@ -243,7 +237,7 @@ class RosbagSink(Sink):
         self.stamper.open(context.info)
         self._store = get_typestore(Stores.ROS2_HUMBLE)
         remove_stale_parts(self.folder.parent)
-        self._temp = _temp_name(self.folder)
+        self._temp = part_name(self.folder)
         try:
             self._temp.mkdir()
             plugin = (StoragePlugin.MCAP if self.storage is RosbagStorage.MCAP
@@ -362,7 +356,7 @@ class RosbagSink(Sink):
         old = None
         try:
             if self.folder.exists():  # overwrite was checked: it is a bag
-                old = _temp_name(self.folder)
+                old = part_name(self.folder)
                 os.replace(self.folder, old)
             os.replace(bag, self.folder)
         except OSError as exc:

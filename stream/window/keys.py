@@ -63,5 +63,6 @@ def key_help(click: bool = True) -> list[str]:
     width = max(len(name) for name, _, _ in _TABLE)
     lines = [f"{name.ljust(width)}  {action.value}" for name, _, action in _TABLE]
     if click:
-        lines.append(f"{'click'.ljust(width)}  that pixel's depth (metres with --known-distance)")
+        lines.append(f"{'click'.ljust(width)}  pin that pixel's depth (metres: metric model or "
+                     "--known-distance)")
     return lines

@@ -124,14 +124,15 @@ class WindowSink(Sink):
         control: the hand-off to the inference thread for the smoothing keys
             (:class:`~stream.window.control.LiveControl`); ``None``: those keys only say
             they cannot.
-        snapshot_dir: where snapshots and recordings go (default: the current folder).
+        snapshot_dir: where snapshots and recordings go (default: the current folder;
+            made, with its parents, when missing).
         encoder: codec, CRF and preset of recordings.
         announce: called with one line per snapshot or recording (default: print).
         refresh_hz: the most redraws per second.
 
     Raises:
         SinkError: no display to open a window on, or ``snapshot_dir`` is not a folder
-            (at construction).
+            and cannot be made (at construction).
     """
 
     def __init__(self, renderer: Renderer | None = None, title: str = "depthstream", *,
@@ -142,8 +143,11 @@ class WindowSink(Sink):
                  refresh_hz: float = 30.0) -> None:
         check_display()
         self.snapshot_dir = Path(snapshot_dir) if snapshot_dir is not None else Path(".")
-        if not self.snapshot_dir.is_dir():
-            raise SinkError(f"snapshot folder does not exist: {self.snapshot_dir}")
+        try:
+            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission, read-only
+            raise SinkError(f"cannot use {self.snapshot_dir} for snapshots: "
+                            f"{exc.strerror or exc}") from exc
         # OpenCV's Qt makes its widgets on the window thread; Qt then warns at process
         # exit ("Timers cannot be stopped from another thread") and about fonts it does
         # not ship. Harmless, but not what a user should read. They may set their own.

@@ -21,7 +21,7 @@ from stream.core.records import DepthFrame, VideoInfo
 from stream.core.settings import EncoderSettings, Layout, VideoCodec
 from stream.depth.colormap import minmax
 from stream.depth.render import Renderer
-from stream.sinks.base import SinkContext, depth_to_u16, write_image
+from stream.sinks.base import SinkContext, depth_to_u16, metres_to_mm_u16, write_image
 from stream.sinks.video import VideoFileSink
 
 __all__ = ["snapshot_stem", "write_snapshot", "Recording", "Recorder"]
@@ -38,8 +38,10 @@ def write_snapshot(folder: str | os.PathLike, frame: DepthFrame,
 
     * ``<stem>_colour.png``: the source picture;
     * ``<stem>_depth.png``: the depth in the renderer's colours and colour range;
-    * ``<stem>_depth16.png``: the depth's own min..max as 0..65535 (16-bit grey);
-    * ``<stem>_depth.npy``: the depth, float32, as the network and smoother made it.
+    * ``<stem>_depth16.png``: 16-bit grey: the depth's own min..max as 0..65535, or for
+      a metric model millimetres (as raw export writes them);
+    * ``<stem>_depth.npy``: the depth, float32, as the network and smoother made it
+      (metres for a metric model).
 
     Args:
         folder: an existing folder.
@@ -60,7 +62,8 @@ def write_snapshot(folder: str | os.PathLike, frame: DepthFrame,
     return [
         write_image(f"{stem}_colour.png", frame.image),
         write_image(f"{stem}_depth.png", depth_only.render(frame)),
-        write_image(f"{stem}_depth16.png", depth_to_u16(frame.depth, lo, hi)),
+        write_image(f"{stem}_depth16.png", metres_to_mm_u16(frame.depth) if frame.metric
+                    else depth_to_u16(frame.depth, lo, hi)),
         write_bytes_atomic(f"{stem}_depth.npy", buffer.getvalue()),
     ]
 

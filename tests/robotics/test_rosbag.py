@@ -476,3 +476,21 @@ def test_the_sample_reads_the_bag_back(converted):
     assert sum(" depth 64x48 32FC1 " in line for line in lines) == 12
     assert sum("48 points" in line and "relative units" in line for line in lines) == 12
     assert "camera 64x48: fx=70.0 fy=72.0 cx=31.5 cy=20.0 (front_camera_optical)" in lines
+
+
+def test_a_bag_killed_while_written_leaves_a_folder_the_sweep_removes(tmp_path: Path) -> None:
+    # A bag is written in a temporary folder named as every temporary of depthstream, so
+    # the next run's sweep removes it when its writer died (kill -9).
+    import os
+    import subprocess
+    import sys
+
+    from stream.core.files import part_name, remove_stale_parts
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    name = part_name(tmp_path / "run.bag").name.replace(f"-{os.getpid()}-", f"-{dead}-")
+    stale = tmp_path / name
+    (stale / "run.bag").mkdir(parents=True)
+    remove_stale_parts(tmp_path)
+    assert not stale.exists()

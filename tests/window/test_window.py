@@ -30,6 +30,7 @@ from support.clips import make_clip, read_video
 from support.fakes import cheap_estimator
 
 from stream.cli import main
+from stream.core.errors import SinkError
 from stream.core.records import DepthFrame, VideoInfo
 from stream.core.settings import COLORMAP_NAMES, EncoderSettings, Layout
 from stream.depth.colormap import minmax
@@ -39,6 +40,7 @@ from stream.models.transforms import to_rgb
 from stream.sinks.base import depth_to_u16
 from stream.window.control import ControlledRange, ControlledSmoother, LiveControl
 from stream.window.keys import KEYS, Action, key_action, key_help
+from stream.window.sink import WindowSink
 from stream.window.snapshot import Recorder, snapshot_stem, write_snapshot
 from stream.window.view import MIN_HEIGHT, MIN_WIDTH, WindowView
 
@@ -278,12 +280,17 @@ def test_recorder_writes_a_playable_file_per_recording(tmp_path):
     lossless.stop()
 
 
-def test_window_needs_an_existing_snapshot_folder(tmp_path, capsys):
-    rc = main(["live", "--file", str(tmp_path / "x.mp4"), "--snapshot-dir",
-               str(tmp_path / "missing")])
-    assert rc == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("depthstream: error: ")
+def test_window_makes_its_snapshot_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr("stream.window.sink.check_display", lambda: None)
+    WindowSink(snapshot_dir=tmp_path / "shots" / "today")
+    assert (tmp_path / "shots" / "today").is_dir()
+
+
+def test_a_file_in_the_way_of_the_snapshot_folder_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr("stream.window.sink.check_display", lambda: None)
+    (tmp_path / "shots").write_text("not a folder")
+    with pytest.raises(SinkError, match="cannot use .*shots for snapshots"):
+        WindowSink(snapshot_dir=tmp_path / "shots")
 
 
 # --------------------------------------------------------------------------- under Xvfb
