@@ -2,9 +2,10 @@
 
 Needs only ``rosbags`` and numpy (both installed with depthstream). Prints each depth
 image's stamp and range, the camera intrinsics once, and with ``--points`` the extent of
-the point clouds (``--pointcloud``). It reads the ``32FC1`` depth topic (not
-``--rosbag-depth compressedDepth``). Depth is relative inverse depth (larger = nearer, not
-metres) for ``midas-small`` and ``dav2-small``, and metres for the ``dav2-metric`` models;
+the point clouds (``--pointcloud``). It reads the ``32FC1`` depth topic and, for
+``--rosbag-depth compressedDepth``, the ``compressedDepth`` topic. Depth is relative
+inverse depth (larger = nearer, not metres) for ``midas-small`` and ``dav2-small``, and
+metres for the ``dav2-metric`` models (the bag's ``metadata.yaml`` says which);
 point clouds are in metres for a metric model or when the run had ``--known-distance``
 points (their ``frame_id`` ends in ``_relative`` otherwise).
 
@@ -16,6 +17,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 from rosbags.rosbag2 import Reader
@@ -29,6 +31,9 @@ args = parser.parse_args()
 
 store = get_typestore(Stores.ROS2_HUMBLE)
 depth_topic = f"{args.topic_prefix}/depth/image_raw"
+compressed_topic = f"{depth_topic}/compressedDepth"
+metres = "metres (REP 118)" in (Path(args.bag) / "metadata.yaml").read_text()
+unit = "metres" if metres else "relative inverse depth"
 info_topic = f"{args.topic_prefix}/depth/camera_info"
 points_topic = f"{args.topic_prefix}/depth/points"
 
@@ -37,7 +42,8 @@ with Reader(args.bag) as bag:
     for connection in bag.connections:
         print(f"  {connection.topic}  {connection.msgtype}  ({connection.msgcount})")
     wanted = [c for c in bag.connections
-              if c.topic in (depth_topic, info_topic) or (args.points and c.topic == points_topic)]
+              if c.topic in (depth_topic, compressed_topic, info_topic)
+              or (args.points and c.topic == points_topic)]
     shown_info = False
     for connection, _, raw in bag.messages(connections=wanted):
         msg = store.deserialize_cdr(raw, connection.msgtype)
@@ -51,7 +57,15 @@ with Reader(args.bag) as bag:
         elif connection.topic == depth_topic:
             depth = np.frombuffer(msg.data.tobytes(), "<f4").reshape(msg.height, msg.width)
             print(f"t={stamp:12.6f} s  depth {msg.width}x{msg.height} {msg.encoding}  "
-                  f"relative inverse depth {depth.min():.3f}..{depth.max():.3f}")
+                  f"{unit} {np.nanmin(depth):.3f}..{np.nanmax(depth):.3f}")
+        elif connection.topic == compressed_topic:
+            from stream.robotics.rosbag import decode_compressed_depth
+
+            depth = decode_compressed_depth(msg.format, msg.data)
+            if depth.dtype == np.uint16:  # 16UC1: millimetres, 0 = no depth
+                depth = np.where(depth > 0, depth / 1000.0, np.nan)
+            print(f"t={stamp:12.6f} s  depth {depth.shape[1]}x{depth.shape[0]} "
+                  f"{msg.format}  {unit} {np.nanmin(depth):.3f}..{np.nanmax(depth):.3f}")
         else:
             points = np.frombuffer(msg.data.tobytes(), np.uint8).reshape(-1, msg.point_step)
             xyz = points[:, :12].copy().view("<f4")
