@@ -38,6 +38,9 @@ class ExitStatus(IntEnum):
 # `docker stop` and systemd send (a backgrounded run ignores Ctrl+C).
 _STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
                       if hasattr(signal, name))
+# The stop signals that arrived during the command: an interrupt that a library turned
+# into an ordinary exception (a C++ layer does) still ends the run as an interrupt.
+_arrived: list[int] = []
 
 
 class _Terminated(KeyboardInterrupt):
@@ -53,17 +56,26 @@ class _Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
+    _arrived.append(int(signum))
     for other in _STOP_SIGNALS:  # one stop is enough: the next ones would cut the finish
         signal.signal(other, signal.SIG_IGN)
     raise _Terminated(signum)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    """Ctrl+C: Python's own KeyboardInterrupt, noted (a second one still interrupts)."""
+    _arrived.append(int(signum))
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def _sigterm_stops_the_run() -> Iterator[None]:
     """While a command runs, SIGTERM and SIGHUP stop it as Ctrl+C does: files are finished.
 
-    A signal this process was started ignoring (``nohup``) stays ignored.
+    A signal this process was started ignoring (``nohup``) stays ignored; Ctrl+C keeps
+    Python's KeyboardInterrupt. Every stop signal that arrives is noted in ``_arrived``.
     """
+    _arrived.clear()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -71,6 +83,9 @@ def _sigterm_stops_the_run() -> Iterator[None]:
     for signum, handler in previous.items():
         if handler is not signal.SIG_IGN:
             signal.signal(signum, _raise_terminated)
+    previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
+    if previous[signal.SIGINT] is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         yield
     finally:
@@ -380,28 +395,32 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
-    from stream.core.errors import ConfigError, SinkError, SourceError, StreamError, WeightsError
-
     try:
         with _sigterm_stops_the_run():
             return int(args.func(args))
     except KeyboardInterrupt as exc:
         return _interrupted_status(exc)
-    except (WeightsError, SourceError, SinkError, ConfigError) as exc:
+    except Exception as exc:
+        if _arrived:  # an interrupt that surfaced as an error: still an interrupt
+            return _interrupted_status(_Terminated(_arrived[0]))
         if args.traceback:
             raise
+        return _error_status(exc)
+
+
+def _error_status(exc: Exception) -> int:
+    """Print the one line of a failed run and return its exit status."""
+    from stream.core.errors import ConfigError, SinkError, SourceError, StreamError, WeightsError
+
+    if isinstance(exc, (WeightsError, SourceError, SinkError, ConfigError)):
         _error(exc)
         return ExitStatus.USAGE
-    except StreamError as exc:
-        if args.traceback:
-            raise
+    if isinstance(exc, StreamError):
         _error(exc)
         return ExitStatus.ERROR
-    except Exception as exc:  # a bug: one line, the traceback on request
-        if args.traceback:
-            raise
-        _error(f"{type(exc).__name__}: {exc} (run with --traceback for details)")
-        return ExitStatus.ERROR
+    # a bug: one line, the traceback on request
+    _error(f"{type(exc).__name__}: {exc} (run with --traceback for details)")
+    return ExitStatus.ERROR
 
 
 if __name__ == "__main__":

@@ -21,9 +21,11 @@ Message (one ZeroMQ multipart message per frame, subscribe to ``b""``):
                                  # sensors; across machines only with synced clocks)
          "height": 480, "width": 640,
          "dtype": "float16",     # "float16" or "float32", little-endian, row-major
-         "units": "relative_inverse_depth",  # larger = nearer; NOT metres
+         "units": "relative_inverse_depth",  # larger = nearer, NOT metres; or "metres"
+                                 # (a dav2-metric model: larger = farther)
          "scale": "smoothed",    # "smoothed" (one scale across frames) or "raw" (per frame)
-         "lo": 0.12, "hi": 0.97, # display range (far, near) used to colour this frame
+         "lo": 0.12, "hi": 0.97, # display range used to colour this frame: (far, near)
+                                 # for relative depth, (near, far) in metres
          "inference_ms": 31.5,
          "jpeg": false           # true: a third part holds the colour frame
        }
@@ -60,9 +62,11 @@ import zmq
 
 from stream.core.errors import ConfigError, SinkError
 from stream.core.records import DepthFrame
+from stream.core.settings import is_loopback
 from stream.sinks.base import Sink, SinkContext
 
-__all__ = ["HEADER_VERSION", "DEFAULT_HWM", "DepthDtype", "ZmqPublisher", "decode_message"]
+__all__ = ["HEADER_VERSION", "DEFAULT_HWM", "DepthDtype", "ZmqPublisher", "decode_message",
+           "loopback_warning"]
 
 #: Version of the header schema above.
 HEADER_VERSION = 1
@@ -209,7 +213,7 @@ class ZmqPublisher(Sink):
             "height": int(frame.depth.shape[0]),
             "width": int(frame.depth.shape[1]),
             "dtype": self.dtype.value,
-            "units": "relative_inverse_depth",
+            "units": "metres" if frame.metric else "relative_inverse_depth",
             "scale": "smoothed" if frame.smoothed else "raw",
             "lo": _finite(frame.lo),
             "hi": _finite(frame.hi),
@@ -309,6 +313,17 @@ class ZmqPublisher(Sink):
         """Whether :meth:`close` was called."""
         return self._closed
 
+    @property
+    def loopback(self) -> bool:
+        """Whether only this machine can connect: a loopback address, ``ipc`` or ``inproc``.
+
+        ``tcp://*:PORT`` binds every interface (its endpoint reads ``tcp://0.0.0.0:PORT``).
+        """
+        transport, _, rest = self.endpoint.partition("://")
+        if transport in ("ipc", "inproc"):
+            return True
+        return is_loopback(rest.rpartition(":")[0].strip("[]"))
+
     def stats(self) -> dict[str, int]:
         """``{"sent", "dropped", "skipped"}`` counts so far."""
         return {"sent": self.sent, "dropped": self.dropped, "skipped": self.skipped}
@@ -322,6 +337,15 @@ class ZmqPublisher(Sink):
     def __repr__(self) -> str:
         return (f"ZmqPublisher({self.endpoint!r}, dtype={self.dtype.value!r}, jpeg={self.jpeg}, "
                 f"sent={self.sent}, dropped={self.dropped}, skipped={self.skipped})")
+
+
+def loopback_warning(pub: ZmqPublisher) -> str | None:
+    """A one-line warning when ``pub`` is reachable beyond this machine, else ``None``."""
+    if pub.loopback:
+        return None
+    what = "the depth frames and the camera's pictures" if pub.jpeg else "the depth frames"
+    return (f"the ZeroMQ publisher at {pub.endpoint} is reachable from the network and has no "
+            f"authentication; anyone who can connect receives {what}")
 
 
 def decode_message(parts: list[bytes]) -> tuple[dict, np.ndarray, np.ndarray | None]:

@@ -41,6 +41,7 @@ function showError(message) {
 function clearResult() {
   $("result").hidden = true;
   $("error").hidden = true;
+  $("warnings").hidden = true;
   $("result-picture").hidden = true;
   $("result-video-box").hidden = true;
   $("downloads").replaceChildren();
@@ -73,6 +74,7 @@ function upload(file) {
   form.append("cmap", $("cmap").value);
   form.append("invert", $("invert").checked ? "true" : "false");
   form.append("layout", $("layout").value);
+  if ($("model").value) form.append("model", $("model").value);
 
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/api/jobs");
@@ -103,8 +105,15 @@ function upload(file) {
   xhr.send(form);
 }
 
+function showWarnings(job) {
+  const list = (job.info && job.info.warnings) || [];
+  $("warnings").textContent = list.map((w) => `Warning: ${w}`).join("\n");
+  $("warnings").hidden = !list.length;
+}
+
 function follow(job, token, name) {
   if (current !== token) return;
+  showWarnings(job);
   const label = { queued: "queued", running: "working", done: "done", failed: "failed",
                   cancelled: "cancelled" };
   let text = label[job.status] || job.status;
@@ -175,6 +184,8 @@ function showResult(job) {
   }
   const facts = [];
   const i = job.info || {};
+  if (i.model_title) facts.push(i.model_title + (i.precision ? ` (${i.precision})` : ""));
+  if (i.units === "m") facts.push("depth in metres");
   if (i.width && i.height) facts.push(`${i.width}\u00d7${i.height}`);
   if (i.frames) facts.push(`${i.frames} frames`);
   if (i.inference_ms !== undefined) facts.push(`network ${Math.round(i.inference_ms)} ms`);
@@ -212,6 +223,21 @@ function limitsText(i) {
   return text;
 }
 
+function setupModels(body) {
+  const select = $("model");
+  select.replaceChildren();
+  for (const m of body.models || []) {
+    const label = m.available ? m.title : `${m.title} (not on this server)`;
+    const option = new Option(label, m.name, m.name === body.model, m.name === body.model);
+    option.disabled = !m.available;
+    option.title = m.available ? m.summary : m.why;
+    select.append(option);
+  }
+  select.closest("label").hidden = (body.models || []).length < 2;
+  const current = (body.models || []).find((m) => m.name === body.model);
+  if (current) $("model-tag").textContent = `monocular depth \u00b7 ${current.title}`;
+}
+
 function setup() {
   fetch("/api/info").then((r) => r.json().then((body) => ({ ok: r.ok, status: r.status, body })))
     .then(({ ok, status, body }) => {
@@ -227,6 +253,7 @@ function setup() {
       for (const name of body.cmaps) cmap.append(new Option(name, name, name === "inferno", name === "inferno"));
       $("layout").closest("label").hidden = !body.video;
       $("live-link").hidden = !body.live;
+      setupModels(body);
     }).catch(() => {});
 
   const drop = $("drop");

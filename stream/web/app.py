@@ -7,17 +7,20 @@ Starts threads: :meth:`DepthServer.start` starts the job worker's lanes
 folder, moved into their job's folder, results are served from there, and
 :mod:`stream.web.retention` deletes what is over the budget.
 
-API (every route needs the token when the server has one: ``Authorization: Bearer
-TOKEN``, or the cookie that ``/?token=TOKEN`` sets; without it, 401):
+API (every route answers only to the server's Host names, else 403; a change from a
+page of another origin is 403; every route needs the token when the server has one:
+``Authorization: Bearer TOKEN``, or the cookie that ``/?token=TOKEN`` sets; without it, 401):
     ``POST /api/jobs`` (multipart: the file in ``file``; ``cmap``, ``invert``,
-    ``layout``, ``precision`` as form fields) -> ``202 {"id", "status_url", ...}``; an
-    identical upload (SHA-256 of the bytes plus the settings and the model) answers at
-    once with the earlier job and ``"cached": true``.
+    ``layout``, ``model`` as form fields; ``precision`` only if it is the server's)
+    -> ``202 {"id", "status_url", ...}``; an identical upload (SHA-256 of the bytes plus
+    the settings and the model) answers at once with the earlier job and ``"cached": true``.
 
     ``GET /api/jobs/<id>`` (``?name=`` names the downloads) -> ``{"id", "status",
-    "progress", "position", "kind", "results", "error", ...}`` with ``status`` one of
-    ``queued``, ``running``, ``done``, ``failed``, ``cancelled``; ``position`` is the
-    place of a queued job in its lane (pictures and videos wait apart).
+    "progress", "position", "kind", "results", "error", "info", ...}`` with ``status`` one
+    of ``queued``, ``running``, ``done``, ``failed``, ``cancelled``; ``position`` is the
+    place of a queued job in its lane (pictures and videos wait apart); ``info`` says
+    which model made it (``model``, ``units``: ``m`` for metres), at which ``precision``,
+    and its ``warnings``.
 
     ``DELETE /api/jobs/<id>``: cancel a queued or running job; answers once it has
     stopped (within a couple of seconds), its files removed; 409 for a finished one.
@@ -32,14 +35,16 @@ TOKEN``, or the cookie that ``/?token=TOKEN`` sets; without it, 401):
 
 Errors are JSON ``{"error": message, "status": code}`` and never name a server path.
 Exceptions become status codes here and only here (:data:`STATUS_FOR`): 400 (not a
-picture or video, bad settings, a malformed form), 401 (no token), 404 (unknown job or
-file), 405 (with ``Allow``), 409 (cancel a finished job), 413 (over a limit), 503 with
-``Retry-After`` (busy, queue full, the camera does not open), 500 for anything else.
+picture or video, bad settings, a malformed form, a model not available here), 401 (no
+token), 403 (a foreign Host or Origin), 404 (unknown job or file), 405 (with ``Allow``),
+409 (cancel a finished job), 413 (over a limit), 503 with ``Retry-After`` (busy, queue
+full, the camera does not open), 500 for anything else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import tempfile
 import threading
@@ -54,15 +59,23 @@ from flask import Flask, Request, Response, jsonify, redirect, request, send_fro
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from stream.core.errors import ConfigError, SourceError, StreamError
-from stream.core.settings import COLORMAP_NAMES, Layout, Precision, StreamSettings, choices
+from stream.core.settings import (
+    COLORMAP_NAMES,
+    Layout,
+    Precision,
+    StreamSettings,
+    choices,
+    parse_enum,
+)
 from stream.engines.estimator import DepthEstimator
 from stream.sources.capture import Source
 
 from . import retention
-from .auth import cookie_name, request_has_token, token_matches
+from .auth import HostNames, cookie_name, request_has_token, token_matches
 from .config import MB, ServerConfig
 from .jobs import Job, JobSettings, JobStatus, JobStore, public_message
 from .live import LiveStream, LiveUnavailableError
+from .models import ModelChoice, ModelUnavailableError, model_facts
 from .uploads import (
     UploadBusyError,
     UploadChecker,
@@ -94,6 +107,7 @@ STATUS_FOR: tuple[tuple[type[Exception], int], ...] = (
     (UploadBusyError, 503),
     (QueueFullError, 503),
     (LiveUnavailableError, 503),
+    (ModelUnavailableError, 400),
     (ConfigError, 400),
     (SourceError, 400),
 )
@@ -112,23 +126,23 @@ class DepthServer:
     stopped", their files removed).
 
     Args:
-        config: data folder, limits, retention, token.
-        estimator_factory: builds the estimator, once, on the worker's thread.
+        config: data folder, limits, retention, token, Host names.
+        models: the models jobs may ask for; or a factory of the one model
+            (:attr:`ServerConfig.model`), called once, on the worker's thread.
         live_source: opens the camera or URL for ``/live``; ``None``: no live page.
         live_settings: smoothing, colours of the live stream.
-        precision_factory: builds an estimator of another precision for jobs that ask
-            for one; ``None``: jobs run at the server's precision only.
     """
 
-    def __init__(self, config: ServerConfig, estimator_factory: Callable[[], DepthEstimator],
+    def __init__(self, config: ServerConfig,
+                 models: ModelChoice | Callable[[], DepthEstimator],
                  live_source: Callable[[], Source] | None = None,
-                 live_settings: StreamSettings | None = None,
-                 precision_factory: Callable[[str], DepthEstimator] | None = None) -> None:
+                 live_settings: StreamSettings | None = None) -> None:
         self.config = config
+        self.names = HostNames(config.host, config.allow_hosts)
+        self.models = (models if isinstance(models, ModelChoice) else
+                       ModelChoice.single(models, config.model, config.model_tag))
         self.store = JobStore(config.data_dir)
-        self.precision_factory = precision_factory
-        self.worker = JobWorker(self.store, estimator_factory, config, precision_factory,
-                                on_idle=self.sweep)
+        self.worker = JobWorker(self.store, self.models, config, on_idle=self.sweep)
         self.checker = UploadChecker(config, backlog=64)
         self.live = (LiveStream(live_source, self._live_estimator, live_settings,
                                 max_viewers=config.max_viewers)
@@ -180,12 +194,13 @@ class DepthServer:
 
         Raises:
             ConfigError: bad settings in the form.
+            ModelUnavailableError: the model asked for cannot run here.
             SourceError: an empty file, or one that is neither a picture nor a video.
             UploadTooLargeError: over a limit of its kind.
             UploadBusyError: too many uploads being checked.
             QueueFullError: too many jobs waiting (the job is forgotten again).
         """
-        settings = self._settings(form)
+        settings, tag = self._settings(form)
         self.sweep()
         tmp = self.store.uploads_dir / uuid.uuid4().hex
         name = display_name(getattr(upload, "filename", None))
@@ -193,7 +208,8 @@ class DepthServer:
             digest, size = self._save_upload(upload, tmp)
             kind, info = self.checker.check(tmp, size)
             settings = settings.for_kind(kind)
-            key = cache_key(digest, kind, settings, self.config.model_tag)
+            key = cache_key(digest, kind, settings, tag)
+            info = {**info, **model_facts(settings.model)}
 
             def make() -> Job:
                 job_id = uuid.uuid4().hex
@@ -215,13 +231,17 @@ class DepthServer:
                 raise
         return job, cached, name
 
-    def _settings(self, form: Mapping[str, str]) -> JobSettings:
+    def _settings(self, form: Mapping[str, str]) -> tuple[JobSettings, str]:
+        """The job's settings (its model named) and the model's cache tag."""
         settings = JobSettings.from_form(form)
-        if settings.precision == self.config.precision:
-            return JobSettings(settings.cmap, settings.invert, settings.layout)
-        if settings.precision is not None and self.precision_factory is None:
-            raise ConfigError(f"this server runs at {self.config.precision} precision only")
-        return settings
+        asked = str(form.get("precision") or "").strip().lower()
+        # The operator's serve --precision decides what exists: an upload never starts
+        # a quantization, nor a second model of another precision.
+        if asked and parse_enum(Precision, asked, "precision").value != self.config.precision:
+            raise ConfigError(f"this server runs at {self.config.precision} precision, which "
+                              f"its operator chose (serve --precision); leave 'precision' out")
+        name, tag = self.models.tag(settings.model)
+        return dataclasses.replace(settings, model=name), tag
 
     def _save_upload(self, upload: Any, dest: Path) -> tuple[str, int]:
         return save_upload(upload.stream, dest, self.config)
@@ -236,8 +256,7 @@ class DepthServer:
             **self.config.limits(),
             "cmaps": list(COLORMAP_NAMES), "layouts": list(choices(Layout)),
             "precision": self.config.precision,
-            "precisions": list(choices(Precision)) if self.precision_factory else
-            [self.config.precision],
+            "model": self.models.default, "models": self.models.choices(),
             "live": self.live is not None, "video": True,
             "jobs": self.store.counts(), "queued": self.worker.queued,
         }
@@ -268,8 +287,12 @@ class _Request(Request):
         return tempfile.TemporaryFile("wb+", dir=self.uploads_dir)
 
 
-def _check_token(server: DepthServer) -> Response | None:
-    """Before every route: ``None`` to go on, else the 401 (or the cookie's redirect)."""
+def _check_request(server: DepthServer) -> Response | None:
+    """Before every route: ``None`` to go on, else the 403, 401 (or the cookie's redirect)."""
+    refusal = server.names.refusal(request.method, request.environ.get("HTTP_HOST"),
+                                   request.headers.get("Origin"))
+    if refusal is not None:
+        return _error(403, refusal)
     token = server.config.token
     if token is None:
         return None
@@ -293,7 +316,7 @@ def _check_token(server: DepthServer) -> Response | None:
 
 
 def _add_hooks(app: Flask, server: DepthServer) -> None:
-    app.before_request(lambda: _check_token(server))
+    app.before_request(lambda: _check_request(server))
 
     @app.after_request
     def _headers(resp: Response) -> Response:
@@ -429,14 +452,13 @@ def _build_app(server: DepthServer) -> Flask:
 
 def create_app(
     data_dir: str | Path,
-    estimator_factory: Callable[[], DepthEstimator],
+    estimator_factory: Callable[[], DepthEstimator] | ModelChoice,
     *,
     max_image_mb: float = 20,
     max_video_mb: float = 500,
     model_tag: str = "",
     live_source: Callable[[], Source] | None = None,
     live_settings: StreamSettings | None = None,
-    precision_factory: Callable[[str], DepthEstimator] | None = None,
     start: bool = True,
     **limits: Any,
 ) -> Flask:
@@ -444,19 +466,20 @@ def create_app(
 
     Args:
         data_dir: folder for uploads and results (created if missing).
-        estimator_factory: builds the :class:`DepthEstimator`; called once, on the
-            worker's thread.
+        estimator_factory: builds the :class:`DepthEstimator` of the one model jobs run
+            on (``model=`` in ``limits`` names it); called once, on the worker's thread.
+            Or a :class:`~stream.web.models.ModelChoice`: several models, each built on
+            first use.
         max_image_mb: largest picture upload, in MB (10**6 bytes).
         max_video_mb: largest video upload, in MB.
         model_tag: identifies weights and backend in the cache key.
         live_source: opens the camera or URL for ``/live`` (e.g.
             ``lambda: LiveSource.from_camera(0)``); ``None``: no live page.
         live_settings: smoothing and colours of the live stream.
-        precision_factory: builds an estimator of another precision, for jobs that
-            ask for one.
         start: start the worker now (builds the model).
         **limits: more :class:`ServerConfig` fields (``max_image_mp``, ``token``,
-            ``max_data_bytes``, ``keep_s``, ``max_viewers``...).
+            ``max_data_bytes``, ``keep_s``, ``max_viewers``, ``model``, ``host``,
+            ``allow_hosts``...).
 
     Raises:
         ConfigError: for limits that are not positive.
@@ -465,8 +488,7 @@ def create_app(
     config = ServerConfig(data_dir=Path(data_dir), max_image_bytes=int(max_image_mb * MB),
                           max_video_bytes=int(max_video_mb * MB), model_tag=model_tag,
                           **limits)
-    server = DepthServer(config, estimator_factory, live_source, live_settings,
-                         precision_factory)
+    server = DepthServer(config, estimator_factory, live_source, live_settings)
     if start:
         try:
             server.start()

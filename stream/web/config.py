@@ -1,4 +1,4 @@
-"""Config: the web server's one settings record (folder, limits, retention, token).
+"""Config: the web server's one settings record (folder, limits, retention, token, names).
 
 Starts no threads and touches no files: :class:`ServerConfig` only holds and checks
 values, so a bad limit fails before the model loads or anything listens.
@@ -12,12 +12,15 @@ from pathlib import Path
 
 from stream.core.errors import ConfigError
 from stream.core.settings import Precision, parse_enum
+from stream.models.registry import DEFAULT_MODEL, get_spec
 
 __all__ = ["MB", "ServerConfig", "parse_size_wh"]
 
 #: One megabyte as the size flags count it (10**6 bytes, as file managers show sizes).
 MB = 1_000_000
 _SIZE_WH = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+# A Host name as --allow-host takes it: a DNS name, an IPv4 or a bracketed IPv6 address, or *.
+_HOST_NAME = re.compile(r"^(\*|[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?|\[[0-9a-f:.]+\])$")
 
 
 def parse_size_wh(text: str) -> tuple[int, int]:
@@ -56,10 +59,22 @@ class ServerConfig:
         max_jobs: most job records kept (in memory and on disk).
         max_viewers: most live viewers at once; more are answered 503.
         write_timeout_s: a client that accepts no bytes for this long is disconnected.
+        header_timeout_s: a connection must send a whole request head within this long
+            of connecting (or of its previous answer); else it is closed (slow clients
+            cannot hold connections).
+        max_connections: connections open at once; when full, a new one replaces the
+            oldest connection still waiting for its request head (of the client address
+            that holds the most of those).
         token: the secret every request must carry; ``None``: no authentication.
-        precision: the network precision jobs run at unless they ask otherwise.
-        model_tag: identifies the weights and backend, so a cached result is only
-            reused for the same model.
+        precision: the network precision every job runs at (the operator's choice; a
+            job cannot ask for another).
+        model: the network jobs run unless they ask for another (a ``--model`` name).
+        model_tag: identifies the default model's weights and backend, so a cached
+            result is only reused for the same model.
+        host: the address the server listens on: the Host names it answers to are the
+            loopback names, this address, and :attr:`allow_hosts`.
+        allow_hosts: more Host names to answer to (a DNS name, a reverse proxy's name;
+            ``*``: any).
     """
 
     data_dir: Path
@@ -76,9 +91,14 @@ class ServerConfig:
     max_jobs: int = 1000
     max_viewers: int = 8
     write_timeout_s: float = 10.0
+    header_timeout_s: float = 5.0
+    max_connections: int = 256
     token: str | None = field(default=None, repr=False)
     precision: str = "auto"
+    model: str = DEFAULT_MODEL
     model_tag: str = ""
+    host: str = "127.0.0.1"
+    allow_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -88,7 +108,8 @@ class ServerConfig:
             "max_video_frames": self.max_video_frames, "max_uploads": self.max_uploads,
             "max_queued": self.max_queued, "max_data_bytes": self.max_data_bytes,
             "max_jobs": self.max_jobs, "max_viewers": self.max_viewers,
-            "write_timeout_s": self.write_timeout_s,
+            "write_timeout_s": self.write_timeout_s, "header_timeout_s": self.header_timeout_s,
+            "max_connections": self.max_connections,
         }
         for name, value in positive.items():
             if not value > 0:  # also refuses NaN
@@ -103,6 +124,8 @@ class ServerConfig:
             raise ConfigError("the token must have at least 8 characters")
         object.__setattr__(self, "precision",
                            parse_enum(Precision, self.precision, "precision").value)
+        object.__setattr__(self, "model", get_spec(self.model).name)
+        object.__setattr__(self, "allow_hosts", _host_names(self.allow_hosts))
 
     @property
     def max_upload_bytes(self) -> int:
@@ -121,3 +144,21 @@ class ServerConfig:
             "max_image_mp": self.max_image_mp, "max_video_wh": list(self.max_video_wh),
             "max_video_s": self.max_video_s, "max_video_frames": self.max_video_frames,
         }
+
+
+def _host_names(names: object) -> tuple[str, ...]:
+    """``--allow-host`` names, lower case, without a trailing dot.
+
+    Raises:
+        ConfigError: a name with a scheme, a port, a path or spaces.
+    """
+    if isinstance(names, str):
+        names = (names,)
+    out = []
+    for name in names or ():
+        clean = str(name).strip().lower().rstrip(".")
+        if not _HOST_NAME.match(clean):
+            raise ConfigError(f"--allow-host takes a host name or address, without a scheme "
+                              f"or port (e.g. depth.example.org), got {name!r}")
+        out.append(clean)
+    return tuple(out)

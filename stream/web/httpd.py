@@ -1,20 +1,27 @@
-"""HTTP server: the web app on waitress, with write timeouts, early refusals and a clean stop.
+"""HTTP server: the web app on waitress, with timeouts, early refusals and a clean stop.
 
 Starts threads: waitress's worker threads (``waitress-*``, one per request in progress)
 and, on :meth:`HttpServer.serve_forever`'s way out, one that stops the app
 (``depthstream-stop``) while the loop still sends the last answers. The accept loop
-runs on the caller's thread. Touches no files itself (waitress keeps request bodies
-over 512 KB in temporary files until the app has read them).
+runs on the caller's thread. Touches files: request bodies over 512 KB wait in unnamed
+temporary files in the data folder's ``uploads/`` until the app has read them (not in
+the system's temporary folder, often a small RAM disk), under the same limits.
 
 What Werkzeug's development server lacked, and how it is done here:
 
 * **Write timeout.** A client that accepts no bytes for ``write_timeout_s`` is
   disconnected: its thread is freed and a live viewer's body is closed (so the camera
   stops when nobody reads). Idle and stalled connections close after the same time.
+* **Slow clients cannot hold the server** (slowloris). A connection must send a whole
+  request head within ``header_timeout_s`` of connecting (or of its last answer), or it
+  is closed; sending a byte now and then does not extend that. At most
+  ``max_connections`` are open: a new connection then replaces the oldest one still
+  waiting for its head, of the client address that holds the most of those, so a
+  client sending a real request always gets in.
 * **Refusals before the body.** A request with a body is checked on its headers alone:
-  no token (401), over the size limit (413), or more large uploads in flight than
-  ``max_uploads`` (503 with ``Retry-After``) is answered before a byte of the body is
-  read or buffered. The answers are JSON, as the app's.
+  a foreign Host or Origin (403), no token (401), over the size limit (413), or more
+  large uploads in flight than ``max_uploads`` (503 with ``Retry-After``) is answered
+  before a byte of the body is read or buffered. The answers are JSON, as the app's.
 * **A clean stop.** :meth:`HttpServer.request_stop` (signal-safe) ends the loop: the
   listening socket closes first, then the app stops (running jobs fail, live streams
   end) while answers in flight are sent, then the threads are given what is left of
@@ -23,16 +30,20 @@ What Werkzeug's development server lacked, and how it is done here:
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import logging
+import tempfile
 import threading
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from waitress import wasyncore
+from waitress.buffers import OverflowableBuffer, TempfileBasedBuffer
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import BaseWSGIServer, create_server
@@ -56,6 +67,7 @@ SMALL_BODY_BYTES = 1 << 20
 DISCARD_MAX_BYTES = 64 << 20
 _OUTBUF_HIGH_BYTES = 1 << 20  # a client's unsent bytes before its thread waits for it
 _RETRY_AFTER_S = 5
+_SWEEP_S = 0.25  # how often connections are checked against the head deadline
 
 
 class _JsonError(Error):
@@ -121,17 +133,49 @@ class _Discard:
         return 0
 
 
+class _SpoolFile(TempfileBasedBuffer):
+    """Waitress's file buffer of a request body, made in our folder (unnamed, unlinked)."""
+
+    def __init__(self, folder: Path, from_buffer: Any = None) -> None:
+        self.folder = folder
+        super().__init__(from_buffer)
+
+    def newfile(self) -> Any:
+        return tempfile.TemporaryFile("w+b", dir=self.folder)
+
+
+class _SpoolBuffer(OverflowableBuffer):
+    """Waitress's body buffer: in memory up to ``overflow`` bytes, then in ``folder``."""
+
+    def __init__(self, overflow: int, folder: Path) -> None:
+        super().__init__(overflow)
+        self.folder = folder
+
+    def _set_large_buffer(self) -> None:
+        old = self.buf
+        self.buf = _SpoolFile(self.folder, old)
+        if hasattr(old, "close"):
+            old.close()
+        self.overflowed = True
+
+
 class _Gate:
     """What a request's headers decide before its body is read."""
 
     def __init__(self, server: DepthServer) -> None:
         self.config = server.config
+        self.names = server.names
+        self.spool_dir = server.store.uploads_dir
         self.max_body = server.config.max_upload_bytes + FORM_SLACK_BYTES
         self.slots = _Slots(server.config.max_uploads)
 
     def refuse(self, parser: _Parser) -> Error | None:
         """The error to answer at once, or ``None`` (then a large body holds a slot)."""
         headers = parser.headers
+        refusal = self.names.refusal(getattr(parser, "command", ""), headers.get("HOST"),
+                                     headers.get("ORIGIN"))
+        if refusal is not None:
+            return _JsonError(403, "Forbidden", refusal)
         token = self.config.token
         if token is not None and not request_has_token(
                 token, headers.get("AUTHORIZATION"), headers.get("COOKIE"), headers.get("HOST")):
@@ -167,6 +211,8 @@ class _Parser(HTTPRequestParser):
             refusal = self.gate.refuse(self)
             if refusal is not None:
                 self._refuse(refusal)
+            elif self.body_rcv is not None:  # no byte of it is in yet: spool it at home
+                self.body_rcv.buf = _SpoolBuffer(self.adj.inbuf_overflow, self.gate.spool_dir)
         return consumed
 
     def _refuse(self, error: Error) -> None:
@@ -190,10 +236,97 @@ class _Parser(HTTPRequestParser):
         super().close()
 
 
+class _Guard:
+    """Bounds slow clients: a deadline for each request head, and room for new connections.
+
+    Runs on the accept loop's thread only (:meth:`admit` from the accept, :meth:`sweep`
+    between two rounds of the loop), as waitress's own idle timeout does.
+
+    Args:
+        header_timeout_s: how long a connection may take to send a request head.
+        max_connections: connections open at once.
+        connections: the server's socket map (connections and listeners).
+    """
+
+    def __init__(self, header_timeout_s: float, max_connections: int,
+                 connections: dict[int, Any]) -> None:
+        self.header_timeout_s = header_timeout_s
+        self.max_connections = max_connections
+        self._map = connections
+        self._last_sweep = 0.0
+        self._last_warning = -60.0
+        self.evicted = 0
+        self.expired = 0
+
+    def _channels(self) -> list[_Channel]:
+        return [c for c in list(self._map.values()) if isinstance(c, _Channel)]
+
+    def admit(self, channel: _Channel) -> None:
+        """Make room for a new connection when ``max_connections`` are open.
+
+        The oldest connection still waiting for its request head goes, of the client
+        address that holds the most of those; when every other one is busy with a
+        request, the new one goes.
+        """
+        channels = self._channels()
+        if len(channels) <= self.max_connections:
+            return
+        now = time.monotonic()
+        if now - self._last_warning > 60.0:
+            self._last_warning = now
+            log.warning("%d connections are open: closing those that have sent no request "
+                        "(slow or hostile clients?)", len(channels) - 1)
+        waiting = [c for c in channels if c is not channel and c.awaiting_head()]
+        if not waiting:
+            channel.handle_close()
+            return
+        per_address = collections.Counter(c.client_address for c in waiting)
+        busiest = max(per_address, key=per_address.__getitem__)
+        victim = min((c for c in waiting if c.client_address == busiest),
+                     key=lambda c: c.head_since or now)
+        victim.handle_close()
+        self.evicted += 1
+
+    def sweep(self) -> None:
+        """Close the connections whose request head is late (at most every 0.25 s)."""
+        now = time.monotonic()
+        if now - self._last_sweep < _SWEEP_S:
+            return
+        self._last_sweep = now
+        for channel in self._channels():
+            if not channel.awaiting_head():
+                channel.head_since = None
+            elif channel.head_since is None:  # its last answer has just gone out
+                channel.head_since = now
+            elif now - channel.head_since > self.header_timeout_s:
+                channel.handle_close()
+                self.expired += 1
+
+
 class _Channel(HTTPChannel):
-    """Waitress's connection, with a write timeout: no progress for that long closes it."""
+    """Waitress's connection, with a write timeout and a deadline for each request head."""
 
     write_timeout_s = 10.0
+    guard: _Guard | None = None  # set on the per-server subclass
+
+    def __init__(self, server: Any, sock: Any, addr: Any, adj: Any, map: Any = None) -> None:
+        super().__init__(server, sock, addr, adj, map)
+        #: When it began waiting for a request head (``None``: it is busy with one).
+        self.head_since: float | None = time.monotonic()
+        if self.guard is not None:
+            self.guard.admit(self)
+
+    @property
+    def client_address(self) -> str:
+        """The client's address (without the port)."""
+        return str(self.addr[0] if isinstance(self.addr, tuple) else self.addr)
+
+    def awaiting_head(self) -> bool:
+        """Whether it waits for a request head (none in service, nothing left to send)."""
+        request = self.request
+        return (self.connected and not self.requests and not self.total_outbufs_len
+                and not self.will_close and not self.close_when_flushed
+                and (request is None or not request.headers_finished))
 
     def _flush_outbufs_below_high_watermark(self) -> None:
         if self.total_outbufs_len <= self.adj.outbuf_high_watermark:
@@ -248,8 +381,10 @@ class HttpServer:
         self._map: dict[int, Any] = {}
         gate = _Gate(server)
         parser = type("Parser", (_Parser,), {"gate": gate})
+        self.guard = _Guard(config.header_timeout_s, config.max_connections, self._map)
         self.channel_class = type("Channel", (_Channel,), {
-            "parser_class": parser, "write_timeout_s": config.write_timeout_s})
+            "parser_class": parser, "write_timeout_s": config.write_timeout_s,
+            "guard": self.guard})
         timeout = max(1, round(config.write_timeout_s))
         try:
             self._httpd = create_server(
@@ -259,7 +394,9 @@ class HttpServer:
                 outbuf_high_watermark=_OUTBUF_HIGH_BYTES,
                 # the gate refuses what is over the limit (and drops it, up to a point)
                 max_request_body_size=max(gate.max_body, DISCARD_MAX_BYTES) + 1,
-                connection_limit=256, asyncore_use_poll=True, expose_tracebacks=False)
+                # ours (the guard's) comes first: waitress would stop accepting at its own
+                connection_limit=config.max_connections + 16, asyncore_use_poll=True,
+                expose_tracebacks=False)
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise SinkError(f"cannot listen on {host}:{port}: {reason}") from None
@@ -286,7 +423,8 @@ class HttpServer:
         """Answer requests until :meth:`request_stop`; then stop everything, in order."""
         try:
             while not self._stop.is_set():
-                wasyncore.loop(timeout=0.5, map=self._map, use_poll=True, count=1)
+                wasyncore.loop(timeout=_SWEEP_S, map=self._map, use_poll=True, count=1)
+                self.guard.sweep()
         finally:
             self._shutdown()
 

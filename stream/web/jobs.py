@@ -30,9 +30,11 @@ from urllib.parse import quote
 
 from stream.core.errors import ConfigError
 from stream.core.files import write_json_atomic
-from stream.core.settings import Layout, Precision, RenderSettings, parse_enum
+from stream.core.settings import Layout, RenderSettings
+from stream.models.registry import get_spec
 
 __all__ = [
+    "METRIC_LABELS",
     "OUTPUTS",
     "JobStatus",
     "JobKind",
@@ -110,6 +112,14 @@ OUTPUTS: dict[JobKind, tuple[tuple[str, str, str], ...]] = {
 }
 
 
+#: Labels of a metric model's raw outputs (the files hold metres, or millimetres).
+METRIC_LABELS: dict[str, str] = {
+    "depth16.png": "Raw depth (16-bit PNG, millimetres)",
+    "depth16.npy": "Raw depth (float32 .npy, metres)",
+    "depth16.zip": "Raw depth (16-bit PNG frames, millimetres, .zip)",
+}
+
+
 def download_suffix(kind: JobKind, output: str) -> str | None:
     """What a download of ``output`` ends with (``"_depth.png"``), or ``None``."""
     return next((suffix for name, _, suffix in OUTPUTS[kind] if name == output), None)
@@ -123,39 +133,36 @@ class JobSettings:
         cmap: colormap, one of :data:`stream.core.settings.COLORMAP_NAMES`.
         invert: show near as dark instead of bright.
         layout: videos only: ``depth``, ``side`` (picture beside depth) or ``overlay``.
-        precision: the network's precision (``auto``, ``fp32``, ``int8``); ``None``:
-            the server's.
+        model: the network (a ``--model`` name); ``None``: the server's default.
     """
 
     cmap: str = "inferno"
     invert: bool = False
     layout: Layout = Layout.DEPTH
-    precision: str | None = None
+    model: str | None = None
 
     def __post_init__(self) -> None:
         # Checked where every run's rendering is checked (one list of colormaps, layouts).
         render = RenderSettings(layout=self.layout, cmap=self.cmap, invert=self.invert)
         object.__setattr__(self, "layout", render.layout)
-        if self.precision is not None:
-            object.__setattr__(self, "precision",
-                               parse_enum(Precision, self.precision, "precision").value)
+        if self.model is not None:
+            object.__setattr__(self, "model", get_spec(self.model).name)
 
     @classmethod
     def from_form(cls, form: Mapping[str, str]) -> JobSettings:
         """Settings from form fields; missing fields take their defaults.
 
         Raises:
-            ConfigError: an unknown colormap, layout or precision, or ``invert`` that is
-                not a flag.
+            ConfigError: an unknown colormap, layout or model, or ``invert`` that is not a
+                flag.
         """
         invert = str(form.get("invert", "")).strip().lower()
         if invert not in _TRUE + _FALSE:
             raise ConfigError(f"invert must be true or false, got {invert!r}")
-        precision = str(form.get("precision") or "").strip().lower() or None
         return cls(cmap=str(form.get("cmap") or "inferno").strip().lower(),
                    invert=invert in _TRUE,
                    layout=str(form.get("layout") or "depth").strip().lower(),
-                   precision=precision)
+                   model=str(form.get("model") or "").strip().lower() or None)
 
     def for_kind(self, kind: JobKind) -> JobSettings:
         """Only the settings that change this kind's result (pictures have no layout)."""
@@ -164,7 +171,12 @@ class JobSettings:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"cmap": self.cmap, "invert": self.invert, "layout": self.layout.value,
-                "precision": self.precision}
+                "model": self.model}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> JobSettings:
+        """Inverse of :meth:`to_dict` (fields of older records are ignored)."""
+        return cls(**{k: d[k] for k in ("cmap", "invert", "layout", "model") if k in d})
 
 
 @dataclass(frozen=True)
@@ -184,7 +196,9 @@ class Job:
         created_s: wall-clock time of the upload (``time.time()``, seconds since the epoch).
         used_s: wall-clock time it was last uploaded, finished or downloaded (for
             least-recently-used eviction).
-        info: facts for the page: width, height, frames, inference_ms, elapsed_ms, lo, hi.
+        info: facts for the page: width, height, frames, inference_ms, elapsed_ms, lo, hi;
+            the model that made it (``model``, ``model_title``, ``units``: ``m`` for
+            metres, else ``relative``), its ``precision``, and ``warnings``.
         outputs: files of the finished result in the job's folder.
     """
 
@@ -227,8 +241,9 @@ class Job:
         Raises:
             ValueError: (or ``KeyError``/``TypeError``) for a damaged record.
         """
-        return cls(id=d["id"], kind=JobKind(d["kind"]), settings=JobSettings(**d["settings"]),
-                   key=d["key"], name=d.get("name", "upload"), size_bytes=d.get("size_bytes", 0),
+        return cls(id=d["id"], kind=JobKind(d["kind"]),
+                   settings=JobSettings.from_dict(d["settings"]), key=d["key"],
+                   name=d.get("name", "upload"), size_bytes=d.get("size_bytes", 0),
                    status=JobStatus(d["status"]), progress=float(d.get("progress", 0.0)),
                    error=d.get("error"), created_s=float(d.get("created_s", 0.0)),
                    used_s=float(d.get("used_s", 0.0)), info=dict(d.get("info", {})),
@@ -257,8 +272,11 @@ class Job:
         """
         name = name or self.name
         results = {}
+        metric = self.info.get("units") == "m"
         if self.status is JobStatus.DONE:
             for output, label, suffix in OUTPUTS[self.kind]:
+                if metric:
+                    label = METRIC_LABELS.get(output, label)
                 if output in self.outputs:
                     url = f"/results/{self.id}/{output}"
                     results[output.replace(".", "_")] = {

@@ -8,7 +8,9 @@ Starts threads: :class:`UploadChecker` runs the checks on a small pool of its ow
 Every limit is checked from what the file's header says before a pixel is decoded: a
 292 KB PNG that claims 10000x10000 pixels is refused in milliseconds, not decoded into
 gigabytes. Only a file within every limit is decoded (its first frame), to be sure it
-is what its header claims.
+is what its header claims. What a file is comes from its content, never its name: a file
+in a picture format (JPEG, PNG, WebP, ...) is a picture, and one that does not decode is
+a damaged picture (400), not a one-frame video.
 
 A refused upload raises an ordinary error: :class:`UploadTooLargeError` over a limit,
 :class:`UploadBusyError` when the checker has too much to do,
@@ -42,6 +44,7 @@ __all__ = [
     "cache_key",
     "detect_kind",
     "display_name",
+    "frame_too_large",
     "picture_header",
     "save_upload",
     "too_large_message",
@@ -50,6 +53,10 @@ __all__ = [
 
 _CHUNK_BYTES = 1 << 20
 _NOT_MEDIA = "this file is neither a picture nor a video that can be decoded"
+_DAMAGED_PICTURE = "this picture is damaged or cut short: it cannot be decoded"
+#: Pillow's names of the still-picture formats the picture reader decodes: a file in one
+#: of them is a picture (or a damaged one), never handed to the video decoder.
+_PICTURE_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "DIB", "WEBP", "TIFF"})
 _PILLOW_LOCK = threading.Lock()  # warnings.catch_warnings is not thread-safe
 
 
@@ -102,11 +109,15 @@ def save_upload(stream: IO[bytes], dest: Path, config: ServerConfig) -> tuple[st
 
 
 class PictureSize(NamedTuple):
-    """A picture's size from its header; past Pillow's own bomb limit only ``pixels``."""
+    """A picture's size from its header; past Pillow's own bomb limit only ``pixels``.
+
+    ``format`` is Pillow's name of the file format (``"JPEG"``), ``None`` if unknown.
+    """
 
     width: int | None
     height: int | None
     pixels: int
+    format: str | None = None
 
 
 def picture_header(path: Path) -> PictureSize | None:
@@ -122,7 +133,7 @@ def picture_header(path: Path) -> PictureSize | None:
         try:
             with Image.open(path) as image:
                 w, h = int(image.size[0]), int(image.size[1])
-                return PictureSize(w, h, w * h)
+                return PictureSize(w, h, w * h, image.format)
         except Image.DecompressionBombError as exc:  # says the pixels, not the sides
             match = re.search(r"\((\d+) pixels\)", str(exc))
             return PictureSize(None, None, int(match.group(1)) if match else 1 << 62)
@@ -171,6 +182,22 @@ def _check_picture(size: PictureSize, size_bytes: int, config: ServerConfig) -> 
                                   f"this one has {size.pixels / 1e6:.1f}{sides}")
 
 
+def frame_too_large(width: int, height: int, config: ServerConfig,
+                    which: str = "this one's are") -> str | None:
+    """What to say of a video frame over :attr:`ServerConfig.max_video_wh`, else ``None``.
+
+    Args:
+        width: the frame's width in pixels.
+        height: its height.
+        config: the limit.
+        which: how the message names the frames (``"frame 31 is"``).
+    """
+    max_w, max_h = config.max_video_wh
+    if width > max_w or height > max_h:
+        return f"video frames may be up to {max_w}x{max_h} pixels; {which} {width}x{height}"
+    return None
+
+
 def check_video(header: dict[str, Any], size_bytes: int, config: ServerConfig) -> None:
     """Refuse a video over a limit, from what its header says.
 
@@ -180,10 +207,9 @@ def check_video(header: dict[str, Any], size_bytes: int, config: ServerConfig) -
     if size_bytes > config.max_video_bytes:
         raise UploadTooLargeError(f"videos may be up to {_limit_text(config.max_video_bytes)}; "
                                   f"this one is {_limit_text(size_bytes)}")
-    (max_w, max_h), w, h = config.max_video_wh, header["width"], header["height"]
-    if w > max_w or h > max_h:
-        raise UploadTooLargeError(f"video frames may be up to {max_w}x{max_h} pixels; "
-                                  f"this one's are {w}x{h}")
+    too_large = frame_too_large(header["width"], header["height"], config)
+    if too_large:
+        raise UploadTooLargeError(too_large)
     duration = header.get("duration_s")
     if duration is not None and duration > config.max_video_s:
         raise UploadTooLargeError(f"videos may be up to {config.max_video_s / 60:g} minutes "
@@ -211,7 +237,9 @@ def detect_kind(path: Path, size_bytes: int, config: ServerConfig) -> tuple[JobK
     """Decide whether an upload is a picture or a video, and check every limit first.
 
     The header is read first and the limits checked on what it says; only then is the
-    picture (or the video's first frame) decoded, to be sure.
+    picture (or the video's first frame) decoded, to be sure. A file in a still-picture
+    format is a picture whatever else could read it (FFmpeg makes a one-frame "video" of
+    a cut-short JPEG).
 
     Returns:
         The kind and what the page shows of it (width, height; for a video also
@@ -219,7 +247,8 @@ def detect_kind(path: Path, size_bytes: int, config: ServerConfig) -> tuple[JobK
 
     Raises:
         UploadTooLargeError: over a limit of its kind.
-        SourceError: it decodes as neither a picture nor a video.
+        SourceError: it decodes as neither a picture nor a video, or it is a damaged
+            picture.
     """
     size = picture_header(path)
     if size is not None:
@@ -227,7 +256,9 @@ def detect_kind(path: Path, size_bytes: int, config: ServerConfig) -> tuple[JobK
         try:
             bgr = read_image(path)
         except SourceError:
-            pass  # a damaged picture, or a format only FFmpeg reads (an animation)
+            if size.format in _PICTURE_FORMATS:
+                raise SourceError(_DAMAGED_PICTURE) from None
+            # else a format only FFmpeg reads (an animation, an MPEG stream Pillow names)
         else:
             return JobKind.PICTURE, {"width": bgr.shape[1], "height": bgr.shape[0]}
     header = video_header(path)

@@ -9,7 +9,13 @@ and a finished job's ``input``.
 
 Pictures and videos wait in separate lanes, each run by its own thread, so a picture
 never waits behind a long video: the two lanes share the network frame by frame
-(:class:`~stream.engines.estimator.SharedEstimator`), as the live view does.
+(:class:`~stream.engines.estimator.SharedEstimator`), as the live view does. Each job
+runs on the model it asked for (:mod:`stream.web.models`; built on first use), at the
+server's precision.
+
+A video's header may lie: every decoded frame is checked against the frame size limit
+before the network sees it, and the job stops at the first one over it (as it does at
+the first frame over the frame count limit).
 """
 
 from __future__ import annotations
@@ -22,15 +28,17 @@ import threading
 import time
 import zipfile
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from stream.core.errors import SourceError, StreamError
 from stream.core.files import atomic_open
 from stream.core.settings import RawFormat, StreamSettings
 from stream.depth.colormap import minmax
-from stream.engines.estimator import DepthEstimator, SharedEstimator
+from stream.engines.estimator import DepthEstimator, Pending, SharedEstimator
 from stream.models.transforms import to_rgb
 from stream.runtime.builder import convert
 from stream.runtime.pictures import PictureSettings, render_picture
@@ -39,6 +47,8 @@ from stream.sources.capture import read_image
 
 from .config import ServerConfig
 from .jobs import Job, JobKind, JobStatus, JobStore, public_message
+from .models import ModelChoice
+from .uploads import frame_too_large
 
 __all__ = ["CANCELLED", "STOPPED", "JobWorker", "QueueFullError"]
 
@@ -81,30 +91,24 @@ class _Run:
 class JobWorker:
     """Two lanes of waiting jobs (pictures, videos), each run by its own thread, in order.
 
-    The estimator is built on the picture lane's thread by ``estimator_factory`` and
-    shared as a :class:`~stream.engines.estimator.SharedEstimator` (:attr:`estimator`), which
-    owns the lock that makes the lanes and the live stream take turns on the network,
-    frame by frame. :meth:`start` waits for it and re-raises its error. A job that asks
-    for another precision gets an estimator of its own from ``precision_factory``,
-    built on first use.
+    The default model is built on the picture lane's thread and shared as a
+    :class:`~stream.engines.estimator.SharedEstimator` (:attr:`estimator`), which owns the
+    lock that makes the lanes and the live stream take turns on the network, frame by
+    frame. :meth:`start` waits for it and re-raises its error. A job that asks for another
+    model gets that model's shared estimator, built on first use (on its lane).
 
     Args:
         store: where jobs are read and updated.
-        estimator_factory: builds the estimator, once, on the picture lane's thread.
-        config: queue length, video limits, the server's precision.
-        precision_factory: builds an estimator of another precision; ``None``: jobs
-            can only use the server's.
+        models: the models jobs may run on (the default one built at start).
+        config: queue length, video limits.
         on_idle: called after each job and once a minute when idle (retention).
     """
 
-    def __init__(self, store: JobStore, estimator_factory: Callable[[], DepthEstimator],
-                 config: ServerConfig,
-                 precision_factory: Callable[[str], DepthEstimator] | None = None,
+    def __init__(self, store: JobStore, models: ModelChoice, config: ServerConfig,
                  on_idle: Callable[[], None] | None = None) -> None:
         self.store = store
         self.config = config
-        self._factory = estimator_factory
-        self._precision_factory = precision_factory
+        self.models = models
         self._on_idle = on_idle or (lambda: None)
         self._cond = threading.Condition()
         self._waiting: dict[JobKind, deque[str]] = {kind: deque() for kind in JobKind}
@@ -113,10 +117,12 @@ class JobWorker:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._threads: dict[JobKind, threading.Thread] = {}
-        self._estimators: dict[str, SharedEstimator] = {}
-        self._build_lock = threading.Lock()
-        self.estimator: SharedEstimator | None = None
         self.jobs_run = 0
+
+    @property
+    def estimator(self) -> SharedEstimator | None:
+        """The default model's shared estimator, once built."""
+        return self.models.loaded()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -228,8 +234,7 @@ class JobWorker:
     def _lane(self, kind: JobKind) -> None:
         if kind is JobKind.PICTURE:
             try:
-                self.estimator = self._estimators[self.config.precision] = \
-                    SharedEstimator(self._factory())
+                self.models.estimator()
             except BaseException as exc:  # noqa: BLE001 - handed to start(), which re-raises
                 self._error = exc
             finally:
@@ -242,8 +247,7 @@ class JobWorker:
         finally:
             if kind is JobKind.PICTURE:  # its thread built the model: it closes it, last
                 self._threads[JobKind.VIDEO].join()
-                for estimator in self._estimators.values():
-                    estimator.close()
+                self.models.close()
 
     def _serve_lane(self, kind: JobKind) -> None:
         last_idle = time.monotonic()
@@ -272,14 +276,14 @@ class JobWorker:
             except Exception:  # retention must never end a lane
                 log.exception("after-job housekeeping failed")
 
-    def _estimator_for(self, precision: str | None) -> SharedEstimator:
-        precision = precision or self.config.precision
-        with self._build_lock:
-            if precision not in self._estimators:
-                if self._precision_factory is None:
-                    raise StreamError(f"this server runs {self.config.precision} only")
-                self._estimators[precision] = SharedEstimator(self._precision_factory(precision))
-            return self._estimators[precision]
+    def _start_job(self, job: Job) -> tuple[Job, SharedEstimator]:
+        """The job's model (built now if need be), and the job with what it runs on."""
+        estimator = self.models.estimator(job.settings.model)
+        warning = self.models.warning(job.settings.model)
+        info = {**job.info, "precision": estimator.describe().get("precision")}
+        if warning:  # int8 past a failed self-check: the status says so while it runs
+            info["warnings"] = [*info.get("warnings", ()), warning]
+        return self.store.update(job.id, info=info), estimator
 
     def _run_job(self, run: _Run) -> None:
         start = time.perf_counter()
@@ -288,18 +292,20 @@ class JobWorker:
         except KeyError:  # removed while it waited
             return
         try:
-            estimator = self._estimator_for(job.settings.precision)
+            job, estimator = self._start_job(job)
             if job.kind is JobKind.PICTURE:
                 info, outputs = _run_picture(self.store, job, estimator, run)
             else:
-                info, outputs = _run_video(self.store, job, estimator, run,
-                                           self.config.max_video_frames)
+                info, outputs = _run_video(self.store, job, estimator, run, self.config)
             run.check()
         except Exception as exc:  # _Stopped, StreamError, or a bug
             self._failed(run, exc)
         else:
+            warnings = [*job.info.get("warnings", ()), *info.pop("warnings", ())]
             info = {**job.info, **info,
                     "elapsed_ms": round((time.perf_counter() - start) * 1000.0, 1)}
+            if warnings:
+                info["warnings"] = warnings
             with contextlib.suppress(KeyError):
                 self.store.update(job.id, status=JobStatus.DONE, progress=1.0, info=info,
                                   outputs=tuple(outputs))
@@ -340,9 +346,48 @@ def _outcome(run: _Run, exc: BaseException) -> tuple[JobStatus, str]:
     return JobStatus.FAILED, f"internal error ({type(exc).__name__}); see the server's log"
 
 
+class _FrameLimit:
+    """A job's estimator that refuses a frame over the frame size limit (headers may lie).
+
+    The first frame over it halts the job with the limit's message (the job fails with
+    it) before the network sees the frame; everything else is the wrapped estimator's.
+    Closing it leaves the wrapped (shared) estimator open.
+    """
+
+    def __init__(self, inner: DepthEstimator, config: ServerConfig, run: _Run) -> None:
+        self.inner, self.config, self.run = inner, config, run
+        self.frames = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _checked(self, rgb: np.ndarray) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        too_large = frame_too_large(w, h, self.config, f"frame {self.frames + 1} is")
+        if too_large and frame_too_large(h, w, self.config):  # upright or as stored
+            self.run.halt(too_large)
+            raise _Stopped
+        self.frames += 1
+        return rgb
+
+    def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        return self.inner.predict(self._checked(rgb))
+
+    def submit(self, rgb: np.ndarray) -> Pending:
+        return self.inner.submit(self._checked(rgb))
+
+    def predict_many(self, items: Iterable[tuple[Any, np.ndarray]]
+                     ) -> Iterator[tuple[Any, np.ndarray]]:
+        return self.inner.predict_many((tag, self._checked(rgb)) for tag, rgb in items)
+
+    def close(self) -> None:
+        """Nothing: the wrapped estimator is the worker's."""
+
+
 def _run_video(store: JobStore, job: Job, estimator: DepthEstimator, run: _Run,
-               max_frames: int) -> tuple[dict[str, Any], list[str]]:
+               config: ServerConfig) -> tuple[dict[str, Any], list[str]]:
     """Depth video (MP4, with the input's sound) and raw depth (16-bit PNGs in a zip)."""
+    max_frames = config.max_video_frames
     folder = store.job_dir(job.id)
     raw = folder / "depth16"
     expected = job.info.get("frames") or round((job.info.get("duration_s") or 0)
@@ -360,7 +405,8 @@ def _run_video(store: JobStore, job: Job, estimator: DepthEstimator, run: _Run,
                               invert=job.settings.invert, raw_dir=raw,
                               raw_format=RawFormat.PNG, overwrite=True)
     stats = convert(folder / "input", folder / "result.mp4", settings,
-                    estimator=estimator, progress=progress, stop_event=run.stop)
+                    estimator=_FrameLimit(estimator, config, run), progress=progress,
+                    stop_event=run.stop)
     run.check()
     if stats.frames_written == 0:
         raise SourceError("no frame of this video could be decoded")
@@ -375,7 +421,12 @@ def _run_video(store: JobStore, job: Job, estimator: DepthEstimator, run: _Run,
 
 def _run_picture(store: JobStore, job: Job, estimator: DepthEstimator, run: _Run
                  ) -> tuple[dict[str, Any], list[str]]:
-    """Depth of one picture: colour, side by side, 16-bit PNG and float32 ``.npy``."""
+    """Depth of one picture: colour, side by side, 16-bit PNG and float32 ``.npy``.
+
+    A metric model's depth is in metres: near is still warm in colour, the ``.npy`` holds
+    metres and the 16-bit PNG millimetres (as depth cameras write them).
+    """
+    metric = estimator.spec.output.value == "metric"
     folder = store.job_dir(job.id)
     bgr = read_image(folder / "input")
     run.check()
@@ -385,12 +436,12 @@ def _run_picture(store: JobStore, job: Job, estimator: DepthEstimator, run: _Run
     store.update(job.id, progress=0.8)
     lo, hi = minmax(depth)
     settings = PictureSettings(cmap=job.settings.cmap, invert=job.settings.invert)
-    write_image(folder / "result.png", render_picture(bgr, depth, settings))
+    write_image(folder / "result.png", render_picture(bgr, depth, settings, metres=metric))
     run.check()
-    write_image(folder / "side.png",
-                render_picture(bgr, depth, dataclasses.replace(settings, side=True)))
+    write_image(folder / "side.png", render_picture(
+        bgr, depth, dataclasses.replace(settings, side=True), metres=metric))
     run.check()
-    write_depth_raw(folder / "depth16", depth, lo, hi, npy=True)
+    write_depth_raw(folder / "depth16", depth, lo, hi, npy=True, metres=metric)
     info = {"width": bgr.shape[1], "height": bgr.shape[0], "inference_ms": round(ms, 1),
             "lo": lo, "hi": hi}
     return info, ["result.png", "side.png", "depth16.png", "depth16.npy"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -18,12 +19,17 @@ from support.clips import make_clip
 from support.fakes import cheap_estimator
 
 from stream.core.errors import ConfigError, SinkError
-from stream.core.records import DepthFrame
+from stream.core.records import DepthFrame, DepthKind
 from stream.core.settings import RawFormat, StreamSettings
 from stream.core.stats import RunStats
 from stream.runtime.pipeline import Pipeline
 from stream.sinks.base import RawDepthSink, Sink, write_depth_raw
-from stream.sinks.publisher import HEADER_VERSION, ZmqPublisher, decode_message
+from stream.sinks.publisher import (
+    HEADER_VERSION,
+    ZmqPublisher,
+    decode_message,
+    loopback_warning,
+)
 from stream.sources.capture import FileSource
 
 LOCAL = "tcp://127.0.0.1:*"
@@ -76,6 +82,18 @@ def test_wait_for_subscriber_then_every_frame_arrives(context: zmq.Context) -> N
             header, depth, image = decode_message(_recv(sub))
             assert header["index"] == i and image is None
         assert pub.stats() == {"sent": 5, "dropped": 0, "skipped": 0}
+
+
+def test_a_metric_model_s_frames_say_metres(context: zmq.Context) -> None:
+    """A metric model's depth goes out as it is, in metres, and its header says so."""
+    metres = dataclasses.replace(_frame(3, scale=20.0), kind=DepthKind.METRIC, lo=0.5, hi=19.0)
+    with ZmqPublisher(LOCAL, dtype="float32") as pub:
+        sub = _subscribe(context, pub)
+        assert pub.publish(metres) and pub.publish(_frame(4))
+        (header, depth, _), (relative, _, _) = (decode_message(_recv(sub)) for _ in range(2))
+    assert header["units"] == "metres" and (header["lo"], header["hi"]) == (0.5, 19.0)
+    np.testing.assert_array_equal(depth, metres.depth)
+    assert relative["units"] == "relative_inverse_depth"
 
 
 @pytest.mark.parametrize("smoothed", [False, True])
@@ -215,6 +233,27 @@ def test_address_in_use_is_a_sink_error() -> None:
         port = s.getsockname()[1]
         with pytest.raises(SinkError, match=f"tcp://127.0.0.1:{port}"):
             ZmqPublisher(f"tcp://127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize(("address", "jpeg", "warned"), [
+    ("tcp://*:*", False, "receives the depth frames"),  # every interface
+    ("tcp://0.0.0.0:*", True, "receives the depth frames and the camera's pictures"),
+    (LOCAL, False, None),
+    ("tcp://localhost:*", False, None),
+    ("inproc://depth-test", False, None),
+])
+def test_a_publisher_reachable_from_the_network_is_warned_about(address: str, jpeg: bool,
+                                                                warned: str | None) -> None:
+    """As ``--foxglove`` does: binding beyond this machine, with no authentication, is said."""
+    with ZmqPublisher(address, jpeg=jpeg) as pub:
+        warning = loopback_warning(pub)
+        if warned is None:
+            assert pub.loopback and warning is None
+        else:
+            assert not pub.loopback
+            assert warning == (f"the ZeroMQ publisher at {pub.endpoint} is reachable from the "
+                               f"network and has no authentication; anyone who can connect "
+                               f"{warned}")
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:5555", "tcp://127.0.0.1:notaport", "bogus://x"])

@@ -5,7 +5,8 @@ The page is served by the production server (waitress) with a token, opened once
 through the file picker and by drag-and-drop, waits for the result the page polls for,
 and checks the picture the page shows is the depth result, pixel by pixel; an
 undecodable file shows the server's message; a queued and a running video are cancelled
-with the page's button; the result scrolls into view on a phone.
+with the page's button; the result scrolls into view on a phone; a model is chosen per
+job, and a metric model's result and int8's warning are shown.
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ import numpy as np
 import pytest
 from flask import Flask
 from support.clips import make_clip
-from support.fakes import cheap_estimator
+from support.fakes import CheapBackend, cheap_estimator
 from support.mjpeg import MjpegServer
 from support.web import Http, multipart
 
 from stream.depth.colormap import colorize, minmax
 from stream.engines.estimator import DepthEstimator
 from stream.engines.torch_backend import TorchBackend
+from stream.models.registry import DAV2_METRIC_INDOOR_SPEC
 from stream.sources.capture import LiveSource
 from stream.web import DepthServer, HttpServer, create_app
+from stream.web.models import ModelChoice, ModelUnavailableError
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -338,3 +341,54 @@ def test_on_a_phone_the_result_scrolls_into_view_with_a_full_bar(
         assert page.evaluate("() => window.scrollY") > 100
     finally:
         context.close()
+
+
+class _MetricInt8(CheapBackend):
+    """The cheap double as a metric model on int8 whose self-check failed."""
+
+    spec = DAV2_METRIC_INDOOR_SPEC
+
+    def describe(self) -> dict:
+        return {"backend": "openvino", "device": "cpu", "precision": "int8",
+                "int8_agreement": {"abs_rel": 0.3, "delta1": 0.6, "abs_rel_worst": 0.5,
+                                   "delta1_worst": 0.4, "frames": 10}}
+
+
+def test_a_model_is_chosen_per_job_and_its_warning_and_metres_are_shown(
+        browser: object, tmp_path: Path) -> None:
+    def build(name: str) -> DepthEstimator:
+        return DepthEstimator(_MetricInt8()) if name == "dav2-metric-indoor" else cheap_estimator()
+
+    def locate(name: str) -> str:
+        if name == "dav2-metric-outdoor":
+            raise ModelUnavailableError("dav2-metric-outdoor is not available on this server")
+        return name
+
+    app = create_app(tmp_path / "data", ModelChoice(build, "midas-small", locate))
+    for base, _ in serving(app):
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        page = context.new_page()
+        try:
+            page.goto(base + "/")
+            page.wait_for_function("() => document.getElementById('model').options.length > 1")
+            options = page.eval_on_selector_all(
+                "#model option", "os => os.map(o => [o.value, o.disabled, o.selected])")
+            assert options == [["midas-small", False, True], ["dav2-small", False, False],
+                               ["dav2-metric-indoor", False, False],
+                               ["dav2-metric-outdoor", True, False]]
+            assert "MiDaS v2.1 small" in page.inner_text("#model-tag")
+            page.select_option("#model", "dav2-metric-indoor")
+            path = tmp_path / "room.png"
+            cv2.imwrite(str(path), picture(6))
+            page.set_input_files("#file", str(path))
+            page.wait_for_selector("#result:not([hidden])", timeout=TIMEOUT_MS)
+            info = page.inner_text("#result-info")
+            assert "Depth Anything V2 Small, metric indoor (Hypersim) (int8)" in info
+            assert "depth in metres" in info
+            assert page.is_visible("#warnings")
+            assert page.inner_text("#warnings").startswith(
+                "Warning: int8 differs from fp32 on this checkpoint")
+            links = page.eval_on_selector_all("#downloads a", "as => as.map(a => a.textContent)")
+            assert "Raw depth (16-bit PNG, millimetres)" in links
+        finally:
+            context.close()

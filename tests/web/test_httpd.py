@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def test_a_live_viewer_that_reads_nothing_is_let_go(tmp_path: Path) -> None:
             stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
             stuck.connect(("127.0.0.1", client.port))
             try:
-                stuck.sendall(b"GET /live/stream.mjpg?layout=side HTTP/1.1\r\nHost: x\r\n\r\n")
+                stuck.sendall(b"GET /live/stream.mjpg?layout=side HTTP/1.1\r\n"
+                              b"Host: 127.0.0.1\r\n\r\n")
                 wait_until(lambda: client.json("/api/live")[1]["fps"] > 0, 30, "frames")
                 assert client.json("/api/live")[1]["viewers"] == 1
                 # It reads nothing: the buffers fill, then the write timeout lets it go.
@@ -151,3 +153,37 @@ def test_a_stopped_server_refuses_new_work(tmp_path: Path) -> None:
                        content_type="multipart/form-data")
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
     assert "stopping" in resp.get_json()["error"]
+
+
+def _open_files_in(folder: Path) -> list[str]:
+    """This process's open files (unnamed temporary ones too) directly in ``folder``."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if Path(target.removesuffix(" (deleted)")).parent == folder:
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
+def test_an_upload_on_its_way_in_is_buffered_in_the_data_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    system_tmp = tmp_path / "system-tmp"  # stands for /tmp (often a small RAM disk)
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    data_dir = tmp_path / "data"
+    app = create_app(data_dir, cheap_estimator, start=False)
+    with running(app) as client:
+        body, content_type = multipart(b"\0" * 3_000_000)
+        slow = socket.create_connection(("127.0.0.1", client.port), timeout=30)
+        try:  # a third of the body: past waitress's 512 KB in memory, not yet complete
+            slow.sendall(f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         f"Content-Type: {content_type}\r\nContent-Length: {len(body)}"
+                         f"\r\n\r\n".encode() + body[:1_000_000])
+            wait_until(lambda: _open_files_in(data_dir / "uploads"), 20, "the buffer file")
+            assert _open_files_in(system_tmp) == []
+        finally:
+            slow.close()

@@ -180,6 +180,31 @@ def test_serve_runs_until_interrupted(weights_file: Path, tmp_path: Path) -> Non
             proc.communicate()
 
 
+def test_the_serve_command_answers_to_its_host_names_only(weights_file: Path,
+                                                          tmp_path: Path) -> None:
+    """``serve --allow-host NAME`` adds a name; any other (DNS rebinding) is a 403."""
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from stream.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc, line = _start_serving(code, "serve", "--port", "0", "--data-dir",
+                                str(tmp_path / "data"), "--weights", str(weights_file),
+                                "--backend", "torch", "--allow-host", "Depth.Example.org")
+    try:
+        port = int(re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line).group(1))
+        client = Http(port)
+        for host, status in ((f"127.0.0.1:{port}", 200), (f"localhost:{port}", 200),
+                             (f"depth.example.org:{port}", 200),
+                             (f"attacker.example:{port}", 403)):
+            assert client.request("GET", "/api/info", headers={"Host": host})[0] == status, host
+        assert client.json("/api/info")[1]["model"] == "midas-small"
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def read_mjpeg(port: int, count: int, layout: str = "depth") -> tuple[list[bytes], object]:
     """Open the live stream over a socket, read ``count`` JPEGs; return them and the response.
 

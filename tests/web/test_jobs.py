@@ -18,10 +18,11 @@ from support.fakes import cheap_estimator
 from support.web import png_bytes
 
 import stream.web.worker
-from stream.core.errors import SinkError, SourceError
+from stream.core.errors import ConfigError, SinkError, SourceError
 from stream.core.settings import Layout
 from stream.web import DepthServer, Job, JobKind, JobSettings, JobStatus, create_app
 from stream.web.jobs import public_message
+from stream.web.models import ModelChoice
 
 PIPELINE_THREADS = ("depthstream-capture", "depthstream-inference", "depthstream-render")
 
@@ -223,45 +224,38 @@ def test_a_failing_picture_job_names_no_path(tmp_path: Path,
         app.extensions["depthstream"].close()
 
 
-def test_a_job_may_ask_for_another_precision(tmp_path: Path) -> None:
-    asked: list[str] = []
+def test_an_upload_never_chooses_the_precision(tmp_path: Path) -> None:
+    built: list[str] = []
 
-    def other_precision(precision: str):
-        asked.append(precision)
+    def build(name: str):
+        built.append(name)
         return cheap_estimator()
 
     data = png_bytes(np.full((24, 32, 3), 70, np.uint8))
-    plain = create_app(tmp_path / "a", cheap_estimator)  # one precision only
+    app = create_app(tmp_path, ModelChoice(build, "midas-small", lambda name: "tag"),
+                     precision="fp32")
     try:
-        client = plain.test_client()
-        resp = client.post("/api/jobs", data={"file": (io.BytesIO(data), "a.png"),
-                                              "precision": "int8"},
-                           content_type="multipart/form-data")
-        assert resp.status_code == 400
-        assert resp.get_json()["error"] == "this server runs at auto precision only"
+        client = app.test_client()
+        info = client.get("/api/info").get_json()
+        assert info["precision"] == "fp32" and "precisions" not in info
+        for asked in ("int8", "auto"):  # another precision: no quantization, no second model
+            resp = client.post("/api/jobs", data={"file": (io.BytesIO(data), "a.png"),
+                                                  "precision": asked},
+                               content_type="multipart/form-data")
+            assert resp.status_code == 400
+            assert resp.get_json()["error"] == (
+                "this server runs at fp32 precision, which its operator chose (serve "
+                "--precision); leave 'precision' out")
         resp = client.post("/api/jobs", data={"file": (io.BytesIO(data), "a.png"),
                                               "precision": "fp16"},
                            content_type="multipart/form-data")
         assert resp.status_code == 400 and "unknown precision" in resp.get_json()["error"]
-        same = post(client, data, name="a.png", precision="auto")  # the server's own
-        assert same["settings"]["precision"] is None
+        same = post(client, data, name="a.png", precision="FP32")  # the server's own
+        assert "precision" not in same["settings"]
         assert post(client, data, name="a.png")["id"] == same["id"]  # one result, one job
-    finally:
-        plain.extensions["depthstream"].close()
-
-    app = create_app(tmp_path / "b", cheap_estimator, precision="fp32",
-                     precision_factory=other_precision)
-    try:
-        client = app.test_client()
-        assert client.get("/api/info").get_json()["precisions"] == ["auto", "fp32", "int8"]
-        default = post(client, data, name="a.png")
-        int8 = post(client, data, name="a.png", precision="int8")
-        assert int8["id"] != default["id"]  # another network, another result
-        assert int8["settings"]["precision"] == "int8"
-        for job in (default, int8):
-            done = wait_for(client, job["id"], lambda b: b["status"] in ("done", "failed"))
-            assert done["status"] == "done", done["error"]
-        assert asked == ["int8"]  # built once, on first use; the default one is the server's
+        done = wait_for(client, same["id"], lambda b: b["status"] in ("done", "failed"))
+        assert done["status"] == "done", done["error"]
+        assert built == ["midas-small"]  # the server's one model, built once at start
     finally:
         app.extensions["depthstream"].close()
 
@@ -271,8 +265,11 @@ def test_a_job_may_ask_for_another_precision(tmp_path: Path) -> None:
 
 def test_settings_from_form() -> None:
     assert JobSettings.from_form({}) == JobSettings()
-    assert JobSettings.from_form({"cmap": " Turbo ", "invert": "on", "layout": "SIDE"}) == \
-        JobSettings(cmap="turbo", invert=True, layout=Layout.SIDE)
+    assert JobSettings.from_form({"cmap": " Turbo ", "invert": "on", "layout": "SIDE",
+                                  "model": " DAV2-Small"}) == \
+        JobSettings(cmap="turbo", invert=True, layout=Layout.SIDE, model="dav2-small")
+    with pytest.raises(ConfigError, match="unknown model 'midas-large'"):
+        JobSettings.from_form({"model": "midas-large"})
     assert JobSettings(layout="overlay").for_kind(JobKind.PICTURE).layout is Layout.DEPTH
     assert JobSettings(layout="overlay").for_kind(JobKind.VIDEO).layout is Layout.OVERLAY
 
@@ -282,5 +279,8 @@ def test_job_round_trips_through_meta_json() -> None:
               status=JobStatus.DONE, progress=1.0, info={"frames": 3},
               outputs=("result.mp4",))
     assert Job.from_dict(json.loads(json.dumps(job.to_dict()))) == job
+    older = {**job.to_dict(), "settings": {"cmap": "jet", "invert": False, "layout": "depth",
+                                           "precision": None}}  # before models were chosen
+    assert Job.from_dict(older) == job
     with pytest.raises(ValueError):
         Job(id="../x", kind=JobKind.PICTURE, settings=JobSettings(), key="k")

@@ -18,6 +18,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -70,14 +71,14 @@ def test_picture_header_reads_sizes_without_decoding(tmp_path: Path) -> None:
     path = tmp_path / "claims.png"
     path.write_bytes(crafted_png(12000, 9000))
     start = time.perf_counter()
-    assert picture_header(path) == (12000, 9000, 108_000_000)
+    assert picture_header(path) == (12000, 9000, 108_000_000, "PNG")
     assert time.perf_counter() - start < 0.5
     path.write_bytes(crafted_png(30000, 20000))  # past Pillow's own limit: the pixels only
-    assert picture_header(path) == (None, None, 600_000_000)
+    assert picture_header(path) == (None, None, 600_000_000, None)
     path.write_bytes(SVG)
     assert picture_header(path) is None
     path.write_bytes(png_bytes(np.zeros((7, 9, 3), np.uint8), ".jpg"))
-    assert picture_header(path) == (9, 7, 63)
+    assert picture_header(path) == (9, 7, 63, "JPEG")
 
 
 @pytest.mark.parametrize("size_wh", [(10000, 10000), (32768, 32768), (1, 50_000_000)])
@@ -169,6 +170,18 @@ def test_pixel_bomb_is_refused_fast_and_costs_the_server_no_memory(tmp_path: Pat
     assert proc.returncode == 0
 
 
+@pytest.mark.parametrize("keep", [0.9, 0.5])
+def test_a_truncated_jpeg_is_a_damaged_picture_not_a_video(server: DepthServer,
+                                                            keep: float) -> None:
+    """FFmpeg would decode what is left as a one-frame video: the content says picture."""
+    jpeg = png_bytes(np.random.default_rng(0).integers(0, 255, (96, 128, 3), np.uint8), ".jpg")
+    resp = post(server, jpeg[:int(len(jpeg) * keep)], name="photo.jpg")
+    assert resp.status_code == 400
+    assert resp.get_json()["error"] == "this picture is damaged or cut short: it cannot be decoded"
+    assert len(server.store) == 0
+    assert post(server, jpeg, name="photo.jpg").get_json()["kind"] == "picture"  # whole: fine
+
+
 # ---------------------------------------------------------------- videos
 
 
@@ -211,6 +224,62 @@ def test_a_video_longer_than_its_header_says_is_stopped(tmp_path: Path,
         app.extensions["depthstream"].close()
 
 
+def growing_clip(path: Path, sizes_wh: list[tuple[int, int]], fps: int = 10) -> Path:
+    """An MJPEG AVI whose frames have the given sizes (its header: the first one's)."""
+    import av
+
+    time_base = Fraction(1, fps)
+    encoders: dict[tuple[int, int], av.CodecContext] = {}
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mjpeg", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = *sizes_wh[0], "yuvj420p"
+        for index, (w, h) in enumerate(sizes_wh):
+            if (w, h) not in encoders:
+                encoder = av.CodecContext.create("mjpeg", "w")
+                encoder.width, encoder.height, encoder.pix_fmt = w, h, "yuvj420p"
+                encoder.time_base = time_base
+                encoders[(w, h)] = encoder
+            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), 30 + 10 * index, np.uint8),
+                                               format="rgb24").reformat(format="yuvj420p")
+            frame.pts, frame.time_base = index, time_base
+            for packet in encoders[(w, h)].encode(frame):
+                packet.stream, packet.time_base = stream, time_base
+                packet.pts = packet.dts = index
+                out.mux(packet)
+    return path
+
+
+class _SizeLog(DepthEstimator):
+    """The cheap test double, noting the size of every picture it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(cheap_estimator().backend)
+        self.sizes: list[tuple[int, int]] = []
+
+    def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        self.sizes.append((rgb.shape[1], rgb.shape[0]))
+        return super().predict(rgb)
+
+
+def test_a_video_whose_frames_grow_past_the_limit_is_stopped(tmp_path: Path) -> None:
+    """Every decoded frame is checked: a header of 64x48 does not let 160x120 frames in."""
+    clip = growing_clip(tmp_path / "grows.avi", [(64, 48)] * 5 + [(160, 120)] * 5)
+    network = _SizeLog()
+    app = create_app(tmp_path / "data", lambda: network, max_video_wh=(100, 100))
+    try:
+        with running(app) as client:
+            status, body = client.upload(clip.read_bytes(), name="grows.avi")
+            assert status == 202, body  # the header and the first frame are within the limit
+            job = client.wait_done(body["id"], 120)
+        assert job["status"] == "failed"
+        assert job["error"] == "video frames may be up to 100x100 pixels; frame 6 is 160x120"
+        assert network.sizes and max(network.sizes) == (64, 48)  # never the large frames
+        folder = tmp_path / "data" / "jobs" / body["id"]
+        assert [p.name for p in folder.iterdir()] == ["meta.json"]  # partial files gone
+    finally:
+        app.extensions["depthstream"].close()
+
+
 # ---------------------------------------------------------------- forms
 
 
@@ -245,7 +314,8 @@ def test_uploads_in_flight_are_capped_with_retry_after(tmp_path: Path) -> None:
         body, content_type = multipart(b"\0" * 3 * MB)
         slow = socket.create_connection(("127.0.0.1", client.port), timeout=30)
         try:
-            slow.sendall(f"POST /api/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}"
+            slow.sendall(f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         f"Content-Type: {content_type}"
                          f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:MB])
             deadline = time.monotonic() + 20
             while True:  # until the server has read the slow one's headers
@@ -285,7 +355,7 @@ def test_a_body_over_the_limit_is_refused_on_its_header(tmp_path: Path) -> None:
     app = create_app(tmp_path, cheap_estimator, max_image_mb=0.5, max_video_mb=1, start=False)
     with running(app) as client:
         head, body = send_head(client.port, (
-            b"POST /api/jobs HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
             b"Content-Type: multipart/form-data; boundary=b\r\n"
             b"Content-Length: 50000000000\r\n\r\n"))
         assert head.startswith(b"HTTP/1.1 413"), head

@@ -88,7 +88,7 @@ def test_colormap_and_invert_settings_are_applied(client: FlaskClient,
     job = wait_done(client, post(client, png_bytes(bgr), cmap="gray", invert="true")
                     .get_json()["id"])
     assert job["settings"] == {"cmap": "gray", "invert": True, "layout": "depth",
-                               "precision": None}
+                               "model": "midas-small"}
     depth = expected_depth(server, bgr)
     colour = fetch_image(client, job["results"]["result_png"]["url"])
     expected = colorize(depth, *minmax(depth), cmap="gray", invert=True)
