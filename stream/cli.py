@@ -135,18 +135,29 @@ def _stream_settings(args: argparse.Namespace) -> StreamSettings:
     )
 
 
-def _announce_foxglove(args: argparse.Namespace, sinks: list[Sink]) -> None:
-    if args.foxglove is None:
-        return
-    from stream.robotics.foxglove import FoxgloveServerSink, loopback_warning
+def _announce_servers(args: argparse.Namespace, sinks: list[Sink]) -> None:
+    """Where the Foxglove server listens; a warning for each server others can reach."""
+    if args.foxglove is not None:
+        from stream.robotics.foxglove import FoxgloveServerSink
+        from stream.robotics.foxglove import loopback_warning as foxglove_warning
 
-    for sink in sinks:
-        if isinstance(sink, FoxgloveServerSink):
-            print(f"foxglove: {sink.url} (Foxglove: Open connection > Foxglove WebSocket)",
-                  flush=True)
-            warning = loopback_warning(sink)
-            if warning:
-                print(f"depthstream: warning: {warning}", file=sys.stderr)
+        for sink in sinks:
+            if isinstance(sink, FoxgloveServerSink):
+                print(f"foxglove: {sink.url} (Foxglove: Open connection > Foxglove "
+                      "WebSocket)", flush=True)
+                _warn(foxglove_warning(sink))
+    if args.zmq is not None:
+        from stream.sinks.publisher import ZmqPublisher
+        from stream.sinks.publisher import loopback_warning as zmq_warning
+
+        for sink in sinks:
+            if isinstance(sink, ZmqPublisher):
+                _warn(zmq_warning(sink))
+
+
+def _warn(warning: str | None) -> None:
+    if warning:
+        print(f"depthstream: warning: {warning}", file=sys.stderr)
 
 
 def _report_foxglove(args: argparse.Namespace, sinks: list[Sink]) -> None:
@@ -225,7 +236,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     bar = _ProgressBar(Path(args.input).name, enabled=not args.no_progress)
     pipeline = build_convert(args.input, args.out, settings, progress=bar)
-    _announce_foxglove(args, pipeline.sinks)
+    _announce_servers(args, pipeline.sinks)
     stats = _run_and_report(pipeline, bar)
     _report_zmq(pipeline.sinks)
     _report_foxglove(args, pipeline.sinks)
@@ -248,7 +259,7 @@ def _cmd_live(args: argparse.Namespace) -> int:
     else:
         source = open_source(args.url if args.url is not None else (args.camera or 0))
     pipeline = build_live(source, settings, video=args.out, window=not args.no_window)
-    _announce_foxglove(args, pipeline.sinks)
+    _announce_servers(args, pipeline.sinks)
     stats = _run_and_report(pipeline)
     p50 = f"{stats.latency_ms_p50:.0f}" if stats.latency_ms_p50 is not None else "-"
     p95 = f"{stats.latency_ms_p95:.0f}" if stats.latency_ms_p95 is not None else "-"

@@ -333,5 +333,15 @@ def test_convert_publishes_over_zmq_without_an_output_file(cheap, tmp_path, caps
     port = _free_port()
     assert main(["convert", str(clip), "--zmq", f"tcp://127.0.0.1:{port}",
                  "--no-progress"]) == 0
-    out = capsys.readouterr().out
-    assert f"zmq tcp://127.0.0.1:{port}:" in out and "6 with no subscriber" in out
+    captured = capsys.readouterr()
+    assert f"zmq tcp://127.0.0.1:{port}:" in captured.out and "6 with no subscriber" in captured.out
+    assert "warning" not in captured.err  # loopback only: nothing to warn about
+
+
+def test_a_zmq_address_on_every_interface_is_warned_about(cheap, tmp_path, capsys):
+    clip = make_clip(tmp_path / "in.mp4", 2, (64, 48), audio=False)
+    assert main(["convert", str(clip), "--zmq", f"tcp://*:{_free_port()}",
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "depthstream: warning: the ZeroMQ publisher at tcp://" in err
+    assert "reachable from the network and has no authentication" in err
