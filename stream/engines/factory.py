@@ -2,29 +2,60 @@
 
 :func:`create_backend` checks the choice once (:class:`stream.core.settings.ModelSettings`)
 and builds :class:`~stream.engines.openvino_backend.OpenVinoBackend` or
-:class:`~stream.engines.torch_backend.TorchBackend` for a model spec;
-:func:`model_report` is what ``depthstream info`` shows of the model cache. Starts no
+:class:`~stream.engines.torch_backend.TorchBackend` for a model spec (what
+``depthstream info`` shows of the model cache is :mod:`stream.engines.report`). Starts no
 threads; touches files through the backends (the model cache, the checkpoint).
+
+A backend is never swapped silently. ``auto`` falls back from OpenVINO to torch only for
+the failures a fallback fixes, named in one warning line (:data:`FALLBACKS`): openvino
+cannot be imported, or its CPU plugin does not run on this processor. Any other
+OpenVINO failure stops with one line. A stop signal (Ctrl+C, SIGTERM, SIGHUP) that
+arrives while a backend is made always stops: also when an engine turned the interrupt
+into an ordinary exception (a C++ layer does), or swallowed it. A torch and torchvision
+that do not match are named as such, with the fix.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
+import re
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from stream.core.errors import ConfigError, StreamError
 from stream.core.settings import BackendName, Device, ModelSettings, Precision
-from stream.engines.base import ONE_SOURCE, Backend, default_threads, last_line, say_to_stderr
-from stream.engines.cache import fingerprint, fp32_entry, openvino_cache_dir
-from stream.engines.openvino_backend import OpenVinoBackend, load_weights, openvino_available
+from stream.engines.base import ONE_SOURCE, Backend, last_line, say_to_stderr
+from stream.engines.openvino_backend import OpenVinoBackend, import_openvino, load_weights
 from stream.engines.torch_backend import TorchBackend
 from stream.models.registry import get_spec
 from stream.models.spec import ModelSpec
 
-__all__ = ["create_backend", "model_report"]
+__all__ = ["FALLBACKS", "TORCH_MISMATCH", "create_backend"]
 
 log = logging.getLogger(__name__)
+
+FALLBACKS = {
+    "import": "openvino cannot be imported",
+    "cpu": "OpenVINO's CPU plugin does not run on this processor",
+}
+"""The OpenVINO failures ``auto`` falls back to torch for (torch runs where they happen)."""
+
+TORCH_MISMATCH = ("torch and torchvision do not match (torch {torch}, torchvision {vision}: "
+                  "{reason}); install a matching pair from one index, e.g. pip install "
+                  "--force-reinstall torch torchvision --index-url "
+                  "https://download.pytorch.org/whl/cpu")
+"""The one line for a broken torch/torchvision pair (a CPU torch with a CUDA torchvision)."""
+
+_MISMATCH_RE = re.compile(r"(?:operator )?torchvision::\w+ does not exist|PyTorch and "
+                          r"torchvision versions are incompatible")
+_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+                      if hasattr(signal, n))
+Noted = list[tuple[int, Callable[..., Any]]]
 
 
 def create_backend(
@@ -42,8 +73,8 @@ def create_backend(
     """Build a backend for ``state_dict`` or the checkpoint file ``weights``.
 
     Args:
-        name: ``auto`` (OpenVINO when importable and device is cpu, else torch),
-            ``openvino`` or ``torch``.
+        name: ``auto`` (OpenVINO on the cpu; torch, with one warning line, where one
+            of :data:`FALLBACKS` stops OpenVINO, and on cuda), ``openvino`` or ``torch``.
         state_dict: checked weights (:func:`stream.models.weights.load_state_dict`).
         device: ``cpu`` or ``cuda`` (torch only).
         live: prefer latency (one request in flight) over throughput.
@@ -57,9 +88,12 @@ def create_backend(
         model: the network (a ``--model`` name or spec); default MiDaS v2.1 small.
 
     Raises:
-        ConfigError: unknown name, device, precision or model, or a backend or precision
-            that is not available here.
+        ConfigError: unknown name, device, precision or model, a backend or precision
+            that is not available here, or torch and torchvision that do not match.
         WeightsError: the checkpoint is needed and not usable.
+        StreamError: ``auto``: OpenVINO failed otherwise than :data:`FALLBACKS` (one line).
+        KeyboardInterrupt: a stop signal arrived meanwhile (also one an engine turned
+            into an ordinary exception or swallowed).
 
     Example:
         >>> backend = create_backend("auto", weights="midas_v21_small_256.pt")  # doctest: +SKIP
@@ -72,74 +106,121 @@ def create_backend(
     options = {"live": live, "threads": threads, "weights": weights,
                "precision": choice.precision.value, "progress": progress,
                "say": say_to_stderr if progress else None, "model": spec}
-    on_cpu = choice.device is Device.CPU
+    with _noting_stop_signals() as noted:
+        try:
+            backend = _build(choice, state_dict, options, noted)
+        except Exception as exc:  # noqa: BLE001 - an interrupt in disguise, or a broken torch
+            _stop_if_interrupted(exc, noted)
+            _raise_if_torch_mismatch(exc)
+            raise
+        if noted:  # an engine swallowed the interrupt and went on: stop here
+            backend.close()
+            _stop_if_interrupted(None, noted)
+    return backend
+
+
+def _build(choice: ModelSettings, state_dict: dict | None, options: dict[str, Any],
+           noted: Noted) -> Backend:
+    """The backend ``choice`` names; ``auto`` falls back to torch only for :data:`FALLBACKS`."""
+    spec = options["model"]
     if choice.backend is BackendName.OPENVINO or choice.precision is Precision.INT8:
         return OpenVinoBackend(state_dict, **options)
-    if choice.backend is BackendName.AUTO and on_cpu and openvino_available():
+    if choice.backend is BackendName.AUTO and choice.device is Device.CPU:
         try:
+            import_openvino()
             return OpenVinoBackend(state_dict, **options)
         except StreamError:
-            raise  # a user's mistake (weights, samples): torch would not do better
-        except Exception as exc:  # openvino's own failures derive from Exception directly
-            log.warning("OpenVINO is not usable here (%s); using torch", last_line(exc))
-    return TorchBackend(load_weights(state_dict, weights, spec), device=choice.device.value,
-                        threads=threads, model=spec)
+            raise  # a user's mistake (weights, calibration frames): torch would not do better
+        except Exception as exc:  # noqa: BLE001 - openvino's failures derive from Exception
+            _stop_if_interrupted(exc, noted)
+            _raise_if_torch_mismatch(exc)
+            why = _fallback_reason(exc)
+            if why is None:
+                raise StreamError(f"OpenVINO failed: {last_line(exc)} (--backend torch runs "
+                                  f"without it)") from exc
+            _warn(f"{why} ({last_line(exc)}); using torch (slower)",
+                  options["say"] is not None)
+    return TorchBackend(load_weights(state_dict, options["weights"], spec),
+                        device=choice.device.value, threads=options["threads"], model=spec)
 
 
-def model_report(weights: str | os.PathLike | None = None, precision: str | None = None,
-                 progress: bool = True, model: str | ModelSpec | None = None) -> dict[str, Any]:
-    """What the model cache holds for a checkpoint (``depthstream info``), as JSON.
-
-    Args:
-        weights: the checkpoint file; ``None`` looks where :func:`create_estimator` looks,
-            without downloading.
-        precision: also make the OpenVINO model of this precision when it is not cached
-            (``fp32`` converts, ``int8`` converts and quantizes); ``None`` makes nothing.
-        progress: print one-time work and progress bars to stderr.
-        model: the network (a ``--model`` name or spec); default MiDaS v2.1 small.
-
-    Raises:
-        WeightsError: the checkpoint is missing (or, when a model must be made, unusable).
-        ConfigError: ``precision`` is unknown or cannot be made here.
-    """
-    from stream.engines import quantize
-    from stream.engines.cache import int8_entry, package_version
-    from stream.models.weights import check_file, resolve_path
-
-    spec = get_spec(model)
-    path = check_file(resolve_path(weights, spec.checkpoint, download_missing=False),
-                      spec.checkpoint)
-    root = openvino_cache_dir()
-    if precision is not None:
-        precision = ModelSettings(precision=precision).precision.value  # checked once
-        create_backend("openvino", weights=path, precision=precision, progress=progress,
-                       model=spec).close()
-    source = fingerprint(path, root)
-    report: dict[str, Any] = {
-        "model": spec.name, "output": spec.output.value, "weights": str(source.path),
-        "size_bytes": source.size, "sha256": source.digest,
-        "cache": str(root), "openvino": package_version("openvino"),
-        "nncf": package_version("nncf"), "threads": default_threads(),
-        "telemetry": "off in depthstream's processes (stream.core.privacy)",
-        "fp32_model": None, "int8_model": None, "int8_agreement": None,
-    }
-    if source.weights is None:  # new or changed since its models were made
-        report["auto"] = "fp32: no model made for this checkpoint yet (made on first use)"
-        return report
-    fp32 = fp32_entry(source, spec, root)
-    report["fp32_model"] = str(fp32.path) if fp32.exists() else None
+def _fallback_reason(exc: Exception) -> str | None:
+    """Which of :data:`FALLBACKS` ``exc`` is, or None (then there is no fallback)."""
+    if isinstance(exc, ImportError):
+        return FALLBACKS["import"]
     try:
-        int8 = int8_entry(source, spec, quantize.DEFAULT_RECIPE.digest(), root)
-    except OSError:
-        int8 = None
-        report["auto"] = "fp32: the samples int8 calibrates on are not here"
-    if int8 is not None:
-        check = quantize.Agreement.from_dict(int8.meta().get("self_check"))
-        passed, why = quantize.agreement_passes(check)
-        report["int8_model"] = str(int8.path) if int8.exists() else None
-        report["int8_agreement"] = check.to_dict() if check is not None else None
-        if not int8.exists():
-            report["auto"] = "fp32: no int8 model yet (--precision int8 makes one, once)"
-        else:
-            report["auto"] = f"int8: {why}" if passed else f"fp32: {why}"
-    return report
+        devices = import_openvino().Core().available_devices
+    except Exception:  # noqa: BLE001 - the runtime cannot even list its devices here
+        devices = []
+    return FALLBACKS["cpu"] if "CPU" not in devices else None
+
+
+def _warn(message: str, to_stderr: bool) -> None:
+    """One warning line: on stderr for the command line, else to the log."""
+    if to_stderr:
+        say_to_stderr(f"warning: {message}")
+    else:
+        log.warning("%s", message)
+
+
+def _raise_if_torch_mismatch(exc: BaseException) -> None:
+    """Raise the one-line :data:`TORCH_MISMATCH` error when ``exc`` comes from one."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        match = _MISMATCH_RE.search(str(cause))
+        if match:
+            from stream.engines.cache import package_version
+
+            raise ConfigError(TORCH_MISMATCH.format(
+                torch=package_version("torch"), vision=package_version("torchvision"),
+                reason=match[0])) from exc
+        cause = cause.__cause__ or cause.__context__
+
+
+def _stop_if_interrupted(exc: BaseException | None, noted: Noted) -> None:
+    """Re-raise the interrupt behind ``exc`` (its cause), or the first stop signal noted."""
+    cause = exc
+    while cause is not None:
+        if isinstance(cause, KeyboardInterrupt):
+            raise cause
+        cause = cause.__cause__ or cause.__context__
+    if noted:
+        signum, handler = noted[0]
+        handler(signum, None)  # raises what the handler raises (KeyboardInterrupt and kin)
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _noting_stop_signals() -> Iterator[Noted]:
+    """Note every stop signal that arrives in the block and stops the program.
+
+    The handlers in place still run; a signal counts when its handler raised (Ctrl+C's
+    KeyboardInterrupt, the command line's stop on SIGTERM). Only Python handlers are
+    wrapped (an ignored signal stays ignored), only in the main thread (where Python runs
+    them); a handler the block's code replaced is left alone.
+    """
+    noted: Noted = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    wrapped = {}
+    for signum in _STOP_SIGNALS:
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            wrapped[signum] = (handler, functools.partial(_note, noted, handler))
+            signal.signal(signum, wrapped[signum][1])
+    try:
+        yield noted
+    finally:
+        for signum, (handler, wrapper) in wrapped.items():
+            if signal.getsignal(signum) is wrapper:
+                signal.signal(signum, handler)
+
+
+def _note(noted: Noted, handler: Callable[..., Any], signum: int, frame: Any) -> None:
+    """Run ``handler``; note the signal when it stops the program (it raised)."""
+    try:
+        handler(signum, frame)
+    except BaseException:
+        noted.append((signum, handler))
+        raise

@@ -5,10 +5,11 @@
 cache (:mod:`stream.engines.cache`); a warm start reads the cached model and imports
 neither torch nor timm. Precision ``int8`` uses an NNCF-quantized copy
 (:mod:`stream.engines.quantize`); ``auto`` uses it only where its self-check against fp32
-passed. ``infer`` uses a latency-compiled model (one request); ``imap`` keeps several
-requests in flight on a throughput-compiled model for files, or one request on the
-latency model when ``live``; ``submit`` starts one input on the latency model and
-returns at once (the caller works while the network runs).
+passed and it ran faster than fp32 on this machine. ``infer`` uses a latency-compiled
+model (one request); ``imap`` keeps several requests in flight on a throughput-compiled
+model for files, or one request on the latency model when ``live``; ``submit`` starts
+one input on the latency model and returns at once (the caller works while the network
+runs).
 
 Starts no threads of its own (OpenVINO keeps a pool); touches files: the model cache,
 and the checkpoint when a conversion needs it. ``import openvino`` happens with its
@@ -99,7 +100,8 @@ class OpenVinoBackend(Backend):
         weights: the checkpoint file (instead of ``state_dict``): when its model is
             cached, it is recognised by size, time and hash and never loaded.
         precision: ``fp32``, ``int8`` (quantized with NNCF, once per checkpoint) or
-            ``auto`` (int8 where its self-check passed, else fp32).
+            ``auto`` (int8 where its self-check passed and it ran faster than fp32 on this
+            machine, else fp32).
         say: prints one-line notices (one-time work, the precision chosen); default:
             logged at INFO level.
         progress: show NNCF's progress bars while quantizing.
@@ -107,7 +109,7 @@ class OpenVinoBackend(Backend):
 
     Raises:
         ConfigError: ``openvino`` cannot be imported, ``jobs`` < 1, an unknown precision,
-            or int8 cannot be made here (no NNCF, no samples).
+            or int8 cannot be made here (no NNCF, shipped frames missing).
         WeightsError: a conversion is needed and the checkpoint is not usable.
     """
 
@@ -159,6 +161,7 @@ class OpenVinoBackend(Backend):
         self.cache_entry = self.fp32_entry
         self._ir: openvino.Model | None = self._load_or_convert(state_dict, weights)
         self.agreement: Any = None
+        self.speed: Any = None
         self.reason = "fp32 asked for"
         if precision != "fp32":
             self._pick_precision(precision, progress)
@@ -192,11 +195,14 @@ class OpenVinoBackend(Backend):
         return model
 
     def _pick_precision(self, precision: str, progress: bool) -> None:
-        """Switch to the int8 model when asked for, or for ``auto`` when its check passed.
+        """Switch to the int8 model when asked for, or for ``auto`` where it is right here.
 
         ``int8`` makes the model when it is not cached (NNCF, about a minute, once per
-        checkpoint). ``auto`` never pays that cost by itself: it uses an int8 model made
-        earlier whose self-check passed, else fp32.
+        checkpoint) and times it against fp32 on this machine when it was not yet, and
+        runs it, saying in one line when its self-check failed or it is slower here.
+        ``auto`` never pays those costs by itself: it uses an int8 model made earlier
+        whose self-check passed and that ran faster than fp32 on this machine
+        (:func:`~stream.engines.quantize.int8_verdict`), else fp32.
         """
         from stream.engines import quantize
 
@@ -211,13 +217,14 @@ class OpenVinoBackend(Backend):
             made = quantize.load_or_quantize(self._ov, self._core, self._ir, self.source,
                                              self.cache_dir, self.threads, progress=progress,
                                              say=self._say, spec=self.spec)
-        self.agreement = made.agreement
-        passed, why = quantize.agreement_passes(made.agreement)
-        if precision == "auto" and not passed:
+        self.agreement, self.speed = made.agreement, made.speed
+        use, why = quantize.int8_verdict(made.agreement, made.speed,
+                                         quantize.machine_id(self.threads))
+        if precision == "auto" and not use:
             self.reason = f"fp32: {why}"
             self._say(f"using fp32: {why}")
             return
-        if not passed:  # asked for by name: used, with a warning each time
+        if not use:  # asked for by name: used, with a warning each time
             self._say(f"warning: {why}; --precision auto would use fp32")
         self.reason = "int8 asked for" if precision == "int8" else why
         self.precision = "int8"
@@ -230,6 +237,8 @@ class OpenVinoBackend(Backend):
         out["model"] = str(self.cache_entry.path)
         if self.agreement is not None:
             out["int8_agreement"] = self.agreement.to_dict()
+        if self.speed is not None:
+            out["int8_speed"] = self.speed.to_dict()
         return out
 
     # -- compiled models --------------------------------------------------------------

@@ -45,6 +45,8 @@ MIDAS_SMALL_SPEC = ModelSpec(
 #: pictures take the reference's 518; videos and live input trade detail for speed.
 DAV2_VIDEO_SIDE = 364
 DAV2_LIVE_SIDE = 182
+#: Depth Anything's ViT backbone by node name: int8's "DPT head only" variant keeps it fp32.
+DAV2_BACKBONE = (r".*\.pretrained\..*",)
 _DAV2_INPUT = InputRule(side=518, multiple_of=14, bound=Bound.LOWER, float64=True)
 _HF = "https://huggingface.co/depth-anything"
 _DAV2_SCHEMA = "depth_anything_v2_vits.schema.json"
@@ -68,6 +70,7 @@ DAV2_SMALL_SPEC = ModelSpec(
     example_side=266,
     video_side=DAV2_VIDEO_SIDE,
     live_side=DAV2_LIVE_SIDE,
+    int8_fp32_patterns=DAV2_BACKBONE,
     summary="far more detailed and accurate; relative depth",
 )
 
@@ -94,6 +97,7 @@ def _dav2_metric(scene: str, data: str, max_depth: float, summary: str) -> Model
         example_side=266,
         video_side=DAV2_VIDEO_SIDE,
         live_side=DAV2_LIVE_SIDE,
+        int8_fp32_patterns=DAV2_BACKBONE,
         summary=summary,
     )
 

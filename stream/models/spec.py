@@ -158,6 +158,9 @@ class ModelSpec:
         video_side: the default input side of ``convert`` (files); ``None``: ``side``.
         live_side: the default input side of live input (cameras, streams, ``live``):
             the largest that keeps the live goal on a 2-core CPU; ``None``: ``side``.
+        int8_fp32_patterns: node-name patterns an int8 variant may leave in fp32 (a
+            backbone whose matrix products gain nothing from int8 on CPUs without VNNI);
+            empty: only the all-layers variant is tried.
         summary: one line on what the model is good for (``info``, the README's table).
     """
 
@@ -173,6 +176,7 @@ class ModelSpec:
     example_side: int | None = None
     video_side: int | None = None
     live_side: int | None = None
+    int8_fp32_patterns: tuple[str, ...] = ()
     summary: str = ""
 
     @property

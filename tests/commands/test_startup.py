@@ -7,6 +7,7 @@ and read its ``sys.modules``, so this process's imports cannot hide an import th
 
 from __future__ import annotations
 
+import importlib.abc
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from support.clips import make_clip
 from stream.core.errors import WeightsError
 from stream.engines import cache as model_cache
 from stream.engines import quantize
+from stream.engines.base import default_threads
 from stream.engines.cache import fingerprint, fp32_entry, int8_entry
 from stream.engines.estimator import create_estimator
 from stream.engines.factory import create_backend
@@ -148,13 +150,17 @@ def test_a_changed_checkpoint_finds_neither_cached_model(
     root = warm["cache"] / "openvino"
     old = fingerprint(weights, root)
     assert fp32_entry(old, MIDAS_SMALL_SPEC, root).exists()  # the same bytes as the warm checkpoint
-    # a fake int8 entry for the old file: a real one is made in tests/test_quantize.py
-    recipe = quantize.DEFAULT_RECIPE.digest()
+    # a fake int8 entry for the old file, checked and faster on this machine: a real one
+    # is made in tests/engines/test_quantize.py
+    recipe = quantize.recipe_for(MIDAS_SMALL_SPEC).digest()
     fake_int8 = int8_entry(old, MIDAS_SMALL_SPEC, recipe, root)
     shutil.copytree(fp32_entry(old, MIDAS_SMALL_SPEC, root).path, fake_int8.path,
                     dirs_exist_ok=True)
+    speed = quantize.Speed(60.0, 30.0, MIDAS_SMALL_SPEC.example_shape(),
+                           quantize.machine_id(default_threads()), 5)
     (fake_int8.path / "meta.json").write_text(json.dumps(
-        {"self_check": quantize.Agreement(0.0, 1.0, 0.0, 1.0, 10).to_dict()}))
+        {"self_check": quantize.Agreement(0.0, 1.0, 0.0, 1.0, 10).to_dict(),
+         "speed": speed.to_dict()}))
     with create_backend("openvino", weights=weights, precision="auto") as backend:
         assert backend.precision == "int8"  # the old file finds both entries
     changed = dict(state_dict)
@@ -201,7 +207,7 @@ def test_argument_errors_do_not_import_heavy_modules(tmp_path: Path) -> None:
 
 def test_info_reports_the_cached_models(warm: dict, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture) -> None:
-    import cli
+    from stream import cli
 
     monkeypatch.setenv("DEPTHSTREAM_CACHE", str(warm["cache"]))
     assert cli.main(["info", "--weights", str(warm["weights"]), "--json"]) == 0
@@ -209,8 +215,39 @@ def test_info_reports_the_cached_models(warm: dict, monkeypatch: pytest.MonkeyPa
     assert report["weights"] == str(warm["weights"].resolve())
     assert report["fp32_model"] and Path(report["fp32_model"]).is_dir()
     assert report["auto"].startswith("fp32")
+    assert report["int8_speed"] is None and report["machine"].endswith(" threads")
     assert "off" in report["telemetry"]
     assert cli.main(["info", "--weights", str(warm["weights"])]) == 0
     text = capsys.readouterr().out
-    assert "fp32 model:" in text and "auto uses:" in text
+    assert "fp32 model:" in text and "auto uses:" in text and "int8 speed:      -" in text
     assert cli.main(["info", "--weights", str(warm["folder"] / "nope.pt")]) == 2
+
+
+class _TorchvisionMismatch(importlib.abc.MetaPathFinder):
+    """The network's module fails to import as with a CPU torch and a CUDA torchvision."""
+
+    def find_spec(self, name: str, path: object, target: object = None) -> None:
+        if name == "stream.models.midas":
+            raise RuntimeError("operator torchvision::nms does not exist")
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_torch_and_torchvision_that_do_not_match_are_one_line_exit_2(
+        weights_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture, backend: str) -> None:
+    from stream.cli import main
+
+    monkeypatch.setenv("DEPTHSTREAM_CACHE", str(tmp_path / "cache"))  # a model must be made
+    monkeypatch.delitem(sys.modules, "stream.models.midas", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_TorchvisionMismatch(), *sys.meta_path])
+    out = tmp_path / "depth.png"
+    assert main(["image", str(ROOT / "samples" / "coffee.jpg"), "-o", str(out),
+                 "--weights", str(weights_file), "--backend", backend]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0] == err.strip().splitlines()[-1], err
+    assert errors[0].startswith("depthstream: error: torch and torchvision do not match (torch ")
+    assert "operator torchvision::nms does not exist" in errors[0]
+    assert "pip install --force-reinstall torch torchvision --index-url" in errors[0]
+    assert "OpenVINO" not in err and "RuntimeError" not in err  # the real cause only
+    assert not out.exists()

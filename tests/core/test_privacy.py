@@ -57,8 +57,7 @@ sys.addaudithook(hook)
 sys.path.insert(0, ROOT)
 import stream.cli as cli
 import stream.engines.quantize as q
-q.DEFAULT_RECIPE = q.Recipe(calibration_frames=3, calibration_step=90, check_frames=1,
-                            check_step=150, check_offset=7)
+q.DEFAULT_RECIPE = q.Recipe(calibration_frames=3, check_frames=1)
 codes = {}
 
 def run(name, args):
