@@ -77,8 +77,9 @@ def test_the_installed_command_runs_from_another_folder(installed: Path, weights
         return subprocess.run([str(installed / "depthstream"), *args], cwd=work, env=env,
                               capture_output=True, text=True, timeout=600)
 
-    where = subprocess.run([str(installed / "python"), "-c", "import stream; print(stream.__file__)"],
-                           cwd=work, env=env, capture_output=True, text=True, check=True)
+    probe = "import stream; print(stream.__file__)"
+    where = subprocess.run([str(installed / "python"), "-c", probe], cwd=work, env=env,
+                           capture_output=True, text=True, check=True)
     assert str(ROOT) not in where.stdout  # the wheel's copy, not this checkout
     assert run("--help").returncode == 0
     cv2.imwrite(str(work / "pic.png"), np.random.default_rng(0).integers(
