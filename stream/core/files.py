@@ -331,12 +331,13 @@ class ReservedFile:
 
     A writer whose last bytes make its file usable (a video's index, written when it is
     closed) writes through this (PyAV takes it as a file object). ``reserve_bytes`` of
-    the disk are held in a second temporary beside ``path`` (the naming of
-    :class:`PartFile`, so a dead run's reserve is swept too). When a write finds the disk
-    full, the reserve is given back and the write tried again; :attr:`disk_full` then
-    says so, and the writer should end its file now. Where a file system does not
-    really hold preallocated space (compressed or copy-on-write ones), the reserve may
-    not help. Touches files; starts no threads.
+    the disk are held in a second temporary beside ``path``,
+    ``<target>.reserve.<...>.part`` (the naming of :class:`PartFile`, so a dead run's
+    reserve is swept too). When a write finds the disk full, the reserve is given back
+    and the write tried again; :attr:`disk_full` then says so, and the writer should end
+    its file now. Where a file system does not really hold preallocated space
+    (compressed or copy-on-write ones), the reserve may not help. Touches files; starts
+    no threads.
 
     Raises:
         SinkError: ``path`` cannot be opened, or not even the reserve fits on the disk.
@@ -346,7 +347,8 @@ class ReservedFile:
                  reserve_bytes: int) -> None:
         self.path = Path(path)
         self.disk_full = False
-        self._reserve: Path | None = part_name(Path(target))
+        target = Path(target)
+        self._reserve: Path | None = part_name(target.with_name(f"{target.name}.reserve"))
         self._reserved = 0
         self._file: Any = None
         try:

@@ -88,6 +88,11 @@ def _frames_within(queue_size: int, frame_bytes: int) -> int:
     return max(1, min(queue_size, QUEUE_BUDGET_BYTES // max(1, frame_bytes)))
 
 
+def _scaled_pixel(index: int, scale: float, size: int) -> int:
+    """The pixel whose centre is pixel ``index``'s centre in a picture ``scale`` times larger."""
+    return max(0, min(size - 1, round((index + 0.5) * scale - 0.5)))
+
+
 class SizedCamera:
     """A stream's camera for frames of any size: the first size's model, scaled to each other.
 
@@ -121,8 +126,8 @@ class SizedCamera:
         pinhole = PinholeCamera(width, height, first.fx * sx, first.fy * sy,
                                 min(width - 1.0, (first.cx + 0.5) * sx - 0.5),
                                 min(height - 1.0, (first.cy + 0.5) * sy - 0.5))
-        known = [(min(height - 1, int((row + 0.5) * sy)), min(width - 1, int((col + 0.5) * sx)),
-                  metres) for row, col, metres in self.stream.known]
+        known = [(_scaled_pixel(row, sy, height), _scaled_pixel(col, sx, width), metres)
+                 for row, col, metres in self.stream.known]
         return StreamCamera(pinhole, known, self.stream.warnings)
 
 

@@ -21,7 +21,8 @@ class AudioTrack:
     decoded and re-encoded to ``codec``. ``pump(t)`` adds every packet that starts
     before ``t`` seconds, so audio interleaves with the video and memory stays bounded.
     Damaged packets are skipped and counted: the sound of a damaged file has gaps, the
-    video is still written.
+    video is still written. A packet is copied only once it decoded here: a copied
+    packet is one that players decode too.
 
     Args:
         path: the input file.
@@ -116,6 +117,7 @@ class AudioTrack:
                 # Skip the empty flush packet the demuxer yields last (size 0, no dts).
                 if packet.size == 0 or packet.dts is None:
                     return
+                packet.decode()  # the check (cheap for sound): raises when it is damaged
                 packet.stream = self._stream
                 self._stream.container.mux(packet)
                 return

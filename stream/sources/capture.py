@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from errno import EINVAL
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ __all__ = [
     "Source",
     "FileSource",
     "LiveSource",
+    "FrameTooLarge",
     "av_reason",
 ]
 
@@ -50,7 +52,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     EXIF orientation is applied, as a photo viewer shows it.
 
     Raises:
-        SourceError: the file is missing or does not decode as a picture.
+        SourceError: the file is missing or does not decode as a picture (one line: a
+            picture type that is damaged, or a type that is not supported).
     """
     path = Path(path)
     if not path.exists():
@@ -60,6 +63,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     # imdecode(fromfile) rather than imread: works with non-ASCII paths on every OS.
     data = np.fromfile(str(path), dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None and path.suffix.lower() in IMAGE_EXTENSIONS:
+        raise SourceError(f"cannot read {path}: the file is damaged or not a picture")
     if image is None:
         raise SourceError(f"cannot read {path} as a picture (supported: "
                           f"{', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)})")
@@ -133,6 +138,30 @@ class Source:
         self.close()
 
 
+def _pixel_guard(limit_wh: tuple[int, int]) -> int:
+    """The pixel count a decoder may allocate under a frame size limit (padding included)."""
+    return 2 * limit_wh[0] * limit_wh[1] + (1 << 16)
+
+
+class FrameTooLarge(SourceError):
+    """A decoded frame is over a source's ``max_size_wh`` (one line naming both sizes).
+
+    Attributes:
+        index: the frame's index.
+        size_wh: its upright ``(width, height)``; ``None`` when the decoder refused to
+            make it (it has more pixels than the limit allows).
+        limit_wh: the limit.
+    """
+
+    def __init__(self, path: Path, index: int, size_wh: tuple[int, int] | None,
+                 limit_wh: tuple[int, int]) -> None:
+        what = ("has more pixels than" if size_wh is None
+                else f"is {size_wh[0]}x{size_wh[1]}, over")
+        super().__init__(f"{path}: frame {index} {what} the limit of "
+                         f"{limit_wh[0]}x{limit_wh[1]} pixels")
+        self.index, self.size_wh, self.limit_wh = index, size_wh, limit_wh
+
+
 class FileSource(Source):
     """A video file decoded with PyAV: every frame, in order, stamped from its pts, upright.
 
@@ -142,11 +171,19 @@ class FileSource(Source):
     when the source is built, to learn the rotation (and to fail early on a file of
     which nothing decodes).
 
+    A stream whose frame size changes (concatenated clips, some cameras) yields each
+    frame at its own size; :attr:`info` has the first frame's. With ``max_size_wh``
+    every decoded frame is checked against it before it is converted or queued, and
+    the decoder is told a pixel count too, so it never allocates a much larger picture.
+
     Args:
         path: a video file (any container and codec FFmpeg reads).
         realtime: release frames at the pace of their timestamps, as a camera would.
         live: treat it as a live source downstream (latest-frame-wins queues, drops
             counted); default: the same as ``realtime``.
+        max_size_wh: the largest upright frame, ``(width, height)``; a larger one is
+            :class:`FrameTooLarge` (when the source is built for the first frame, else
+            from :meth:`frames`). ``None``: no limit.
 
     Attributes:
         rotation: clockwise degrees (0, 90, 180 or 270) applied to the stored frames.
@@ -154,6 +191,7 @@ class FileSource(Source):
     Raises:
         SourceError: the file is missing, empty, not a video, has no video stream, or
             not one frame of it decodes.
+        FrameTooLarge: the first frame is over ``max_size_wh``.
 
     Example:
         >>> with FileSource("clip.mp4") as src:  # doctest: +SKIP
@@ -162,11 +200,14 @@ class FileSource(Source):
     """
 
     def __init__(self, path: str | os.PathLike, realtime: bool = False,
-                 live: bool | None = None) -> None:
+                 live: bool | None = None, *,
+                 max_size_wh: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.path = Path(path)
         self.realtime = realtime
         self.live = realtime if live is None else live
+        self.max_size_wh = (None if max_size_wh is None
+                            else (int(max_size_wh[0]), int(max_size_wh[1])))
         if not self.path.exists():
             raise SourceError(f"no such file: {self.path}")
         if not self.path.is_file():
@@ -179,8 +220,15 @@ class FileSource(Source):
             raise SourceError(f"cannot read {self.path} as a video: {av_reason(exc)}") from exc
         self._stop: threading.Event | None = None
         self._bad_packets, self._first_error = 0, ""
+        self._index = 0  # the next frame's index (for what the size check says)
         try:
             stream = self._video_stream()
+            if self.max_size_wh is not None:
+                # FFmpeg then refuses a much larger picture before allocating it (with
+                # room for the padding decoders count); the sides are checked exactly.
+                stream.codec_context.options = {
+                    **dict(stream.codec_context.options or {}),
+                    "max_pixels": str(_pixel_guard(self.max_size_wh))}
             self._decoded = self._decode_packets(stream)
             self._first = next(self._decoded, None)
             if self._first is None:
@@ -257,9 +305,27 @@ class FileSource(Source):
             try:
                 decoded = packet.decode()
             except av.FFmpegError as exc:  # one damaged packet: skip it, keep going
+                if self.max_size_wh is not None and getattr(exc, "errno", None) == EINVAL:
+                    raise FrameTooLarge(self.path, self._index, None,
+                                        self.max_size_wh) from exc
                 self._skip(exc)
                 continue
-            yield from decoded
+            for av_frame in decoded:
+                self._check_size(av_frame, stream)
+                yield av_frame
+
+    def _check_size(self, av_frame: Any, stream: Any) -> None:
+        """Refuse a decoded frame over :attr:`max_size_wh` (upright sizes)."""
+        if self.max_size_wh is None:
+            return
+        width, height = av_frame.width, av_frame.height
+        if getattr(self, "rotation", None) is None:
+            self.rotation = _rotation(av_frame, stream)
+        if self.rotation in (90, 270):
+            width, height = height, width
+        if width > self.max_size_wh[0] or height > self.max_size_wh[1]:
+            raise FrameTooLarge(self.path, self._index, (width, height), self.max_size_wh)
+        self._index += 1
 
     def _skip(self, exc: BaseException) -> None:
         self._bad_packets += 1

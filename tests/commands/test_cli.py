@@ -133,6 +133,31 @@ def test_unreadable_picture(tmp_path: Path, weights_file: Path,
     assert not (tmp_path / "o.png").exists()
 
 
+@pytest.mark.parametrize("name, damage", [
+    ("broken.jpg", lambda data: data[:200]),  # cut short in its header
+    ("broken.jpg", lambda data: data[:2] + bytes(len(data) - 2)),  # zeros after the start
+    ("garbage.JPEG", lambda data: b"not a picture at all"),
+])
+def test_a_damaged_picture_is_called_damaged_not_unsupported(
+        tmp_path: Path, cheap: None, capsys: pytest.CaptureFixture, name: str,
+        damage) -> None:
+    ok, jpg = cv2.imencode(".jpg", cv2.imread(str(DATA / "case_4x3.png")))
+    assert ok
+    bad = tmp_path / name
+    bad.write_bytes(damage(jpg.tobytes()))
+    err = _one_line_usage_error(capsys, ["image", str(bad), "-o", str(tmp_path / "o.png")])
+    assert err == f"depthstream: error: cannot read {bad}: the file is damaged or not a picture"
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_a_file_of_another_type_lists_the_supported_ones(
+        tmp_path: Path, cheap: None, capsys: pytest.CaptureFixture) -> None:
+    gif = tmp_path / "anim.gif"
+    gif.write_bytes(b"GIF89a" + bytes(40))
+    err = _one_line_usage_error(capsys, ["image", str(gif), "-o", str(tmp_path / "o.png")])
+    assert err.startswith(f"depthstream: error: cannot read {gif} as a picture (supported: jpg")
+
+
 def test_bad_weights(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "w.pt"
     bad.write_bytes(b"\x00" * 100)

@@ -22,11 +22,13 @@ _TS_PACKET = 188
 
 
 def damage_ts(path: Path, out: Path, kinds: tuple[str, ...] = ("audio", "video"),
-              every: int = 4) -> Path:
+              every: int = 4, skip: int = 0) -> Path:
     """Overwrite the first payload bytes of every ``every``-th packet of ``kinds`` streams.
 
     The bytes hit are the codec's own headers (AAC's ADTS header, H.264's first NAL
     units), right after the MPEG-TS and PES headers, so the container still demuxes.
+    With ``skip`` they start that many bytes later: ``skip=7`` leaves AAC's ADTS header
+    whole and scrambles the sound itself (a packet every muxer takes, no decoder).
     """
     with av.open(str(path)) as container:
         pids = {stream.id: stream.type for stream in container.streams}
@@ -42,7 +44,7 @@ def damage_ts(path: Path, out: Path, kinds: tuple[str, ...] = ("audio", "video")
         if seen[kind] < 3 or seen[kind] % every:
             continue
         offset = 4 + (1 + packet[4] if packet[3] & 0x20 else 0)  # TS + adaptation field
-        begin = at + offset + 9 + packet[offset + 8]  # + PES header
+        begin = at + offset + 9 + packet[offset + 8] + skip  # + PES header
         data[begin:begin + 16] = rng.integers(0, 256, 16, np.uint8).tobytes()
     out.write_bytes(data)
     return out
@@ -65,6 +67,7 @@ def test_damaged_ts_with_sound_converts_with_a_warning(tmp_path, cheap, capsys, 
     video = read_video(out)  # plays, with its sound
     assert video["audio"] == [(codec, 48000)]
     assert 30 <= len(video["pts"]) <= 60
+    assert decode_everything(out)["audio"] > 0  # and every packet of it decodes
 
 
 def test_damaged_audio_alone_keeps_every_video_frame(tmp_path, cheap, capsys):
@@ -73,6 +76,35 @@ def test_damaged_audio_alone_keeps_every_video_frame(tmp_path, cheap, capsys):
     assert main(["convert", str(bad), "-o", str(tmp_path / "o.mp4"), "--no-progress"]) == 0
     assert "damaged audio packet(s) skipped" in capsys.readouterr().err
     assert len(read_video(tmp_path / "o.mp4")["pts"]) == 40
+
+
+def decode_everything(path: Path) -> dict[str, int]:
+    """Frames of each stream type, every packet of the file decoded (raises on damage)."""
+    frames = {"audio": 0, "video": 0}
+    with av.open(str(path)) as container:
+        for packet in container.demux():
+            frames[packet.stream.type] += len(packet.decode())
+    return frames
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_scrambled_sound_is_never_copied_into_the_output(tmp_path, cheap, capsys, suffix):
+    """AAC packets whose header holds and whose sound is scrambled: muxers take them."""
+    clip = make_clip(tmp_path / "cam.ts", 60, (64, 48), audio=True)
+    bad = damage_ts(clip, tmp_path / "bad.ts", kinds=("audio",), skip=7)
+    with av.open(str(bad)) as container, pytest.raises(av.InvalidDataError):
+        for packet in container.demux(audio=0):  # the input's sound does not all decode
+            packet.decode()
+    out = tmp_path / f"out{suffix}"
+
+    assert main(["convert", str(bad), "-o", str(out), "--no-progress"]) == 0
+
+    frames = decode_everything(out)  # every audio and video packet decodes
+    assert frames["video"] == 60 and frames["audio"] > 40
+    assert read_video(out)["audio"] == [("aac", 48000)]  # copied, not re-encoded
+    err = capsys.readouterr().err.strip().splitlines()
+    skipped = [line for line in err if "damaged audio packet(s) skipped" in line]
+    assert len(skipped) == 1 and int(skipped[0].split(": ")[3].split()[0]) >= 10, err
 
 
 def test_an_undamaged_ts_has_no_warning(tmp_path, cheap, capsys):

@@ -1,6 +1,7 @@
 """Disk and permission errors: one line and exit 2, found before the work starts.
 
-A full disk leaves no temporaries, and a CSV for every raw frame written.
+A full disk leaves no temporaries, and a CSV for every raw frame written; a video it
+cuts short is ended where it is and kept beside its path (``out.partial.mp4``), playable.
 
 Tests run as root in CI, where file permissions do not stop writes: a read-only folder
 is then a read-only tmpfs mounted for the test, and a full disk a small tmpfs. Without
@@ -13,14 +14,16 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
-from support.clips import make_clip, pattern
+from support.clips import make_clip, mux_frames, pattern, read_video
 
 from stream.cli import main
 
@@ -122,3 +125,68 @@ def test_raw_export_on_a_full_disk_keeps_a_csv_of_the_frames_written(tmp_path, c
             u16 = cv2.imread(str(stem.with_suffix(".png")), cv2.IMREAD_UNCHANGED)
             assert depth.shape == u16.shape == (48, 64)
             assert (float(row["lo"]), float(row["hi"])) == (depth.min(), depth.max())
+
+
+def _noise_clip(path: Path, frames: int, size_wh: tuple[int, int] = (160, 120)) -> Path:
+    """A video of random pictures (with sound): its depth video barely compresses."""
+    make_clip(path.with_name("tone.mp4"), frames, size_wh, audio=True)
+    rng = np.random.default_rng(0)
+    with av.open(str(path.with_name("tone.mp4"))) as tone, av.open(str(path), "w") as out:
+        video = out.add_stream("ffv1", rate=30)
+        video.width, video.height, video.pix_fmt = *size_wh, "bgr0"
+        sound = out.add_stream_from_template(tone.streams.audio[0])
+        for packet in tone.demux(tone.streams.audio[0]):
+            if packet.dts is not None:
+                packet.stream = sound
+                out.mux(packet)
+        mux_frames(out, video, (rng.integers(0, 256, (size_wh[1], size_wh[0], 3), np.uint8)
+                                for _ in range(frames)))
+    return path
+
+
+def _decodes(path: Path) -> dict[str, int]:
+    frames = {"audio": 0, "video": 0}
+    with av.open(str(path)) as container:
+        for packet in container.demux():
+            frames[packet.stream.type] += len(packet.decode())
+    return frames
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm"])
+def test_a_full_disk_keeps_the_video_written_so_far_playable(tmp_path, cheap, capsys, suffix):
+    clip = _noise_clip(tmp_path / "noise.mkv", 90)
+    with _tmpfs(tmp_path / "small", "size=3m") as disk:
+        out = disk / f"out{suffix}"
+        rc = main(["convert", str(clip), "-o", str(out), "--layout", "side", "--crf", "4",
+                   "--no-progress"])
+
+        line = _one_line_error(capsys)
+        assert rc == 2
+        kept = disk / f"out.partial{suffix}"
+        match = re.fullmatch(rf"depthstream: error: cannot write frame (\d+) to {out}: the "
+                             rf"disk is full; the (\d+) frames written were kept in {kept}", line)
+        assert match, line
+        assert sorted(p.name for p in disk.iterdir()) == [kept.name]  # no temporary left
+        frames = _decodes(kept)  # plays: every packet decodes
+        assert frames["video"] == int(match[2]) and 5 < frames["video"] < 90
+        assert frames["audio"] > 0
+        assert read_video(kept)["size_wh"] == (320, 120)
+
+
+def test_a_full_disk_in_raw_export_also_keeps_the_video(tmp_path, cheap, capsys):
+    clip = _noise_clip(tmp_path / "noise.mkv", 90)
+    with _tmpfs(tmp_path / "small", "size=3m") as disk:
+        out, raw = disk / "out.mp4", disk / "raw"
+        rc = main(["convert", str(clip), "-o", str(out), "--raw", str(raw), "--raw-format",
+                   "npy", "--no-progress", "--no-smooth"])
+
+        line = _one_line_error(capsys)
+        assert rc == 2
+        kept = disk / "out.partial.mp4"
+        match = re.fullmatch(rf"depthstream: error: cannot write .*: No space left on device; "
+                             rf"the (\d+) frames written were kept in {kept}", line)
+        assert match, line
+        assert _decodes(kept)["video"] == int(match[1]) > 0
+        rows = list(csv.DictReader((raw / "timestamps.csv").open()))
+        assert int(match[1]) <= len(rows) + 1
+        assert not out.exists() and not [p for p in disk.rglob("*.part")]

@@ -162,14 +162,16 @@ def test_after_kill_9_the_next_run_in_the_folder_removes_the_stale_temporary(
     child.wait_for(lambda: _frames_done(child, 60) >= 3)
     child.proc.kill()
     child.finish()
-    stale = list(tmp_path.glob("first.mp4.*.part"))
+    stale = list(tmp_path.glob("first.mp4.ds*.part"))
     assert len(stale) == 1  # what kill -9 leaves: a temporary, never a half-written final
+    reserve = list(tmp_path.glob("first.mp4.reserve.ds*.part"))
+    assert len(reserve) == 1  # and the disk space it kept aside to end the video
     assert not (tmp_path / "first.mp4").exists()
 
     monkeypatch.setattr("stream.engines.estimator.create_estimator",
                         lambda *a, **k: cheap_estimator())
     assert main(["convert", str(clip), "-o", str(tmp_path / "second.mp4"),
                  "--no-progress"]) == 0
-    assert not stale[0].exists()
+    assert not stale[0].exists() and not reserve[0].exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "second.mp4"]
     assert np.array(read_video(tmp_path / "second.mp4")["pts"]).size == 60

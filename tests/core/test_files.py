@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -13,14 +14,21 @@ import pytest
 from support.clips import make_clip
 
 from stream.cli import main
+from stream.core import files
 from stream.core.errors import SinkError
 from stream.core.files import (
+    OutputTaken,
     PartFile,
+    ReservedFile,
     _host_tag,
     atomic_dir,
     atomic_open,
     check_not_input,
+    check_output_path,
+    disk_full,
+    keep_beside,
     remove_stale_parts,
+    rename_no_replace,
     write_bytes_atomic,
     write_json_atomic,
 )
@@ -122,6 +130,120 @@ def test_check_not_input_sees_links(tmp_path):
         with pytest.raises(SinkError, match="would replace the input"):
             check_not_input([tmp_path / out], [src])
     check_not_input([tmp_path / "other.png"], [src])
+
+
+@pytest.mark.parametrize("how", ["renameat2", "link", "neither"])
+def test_rename_no_replace_never_replaces(tmp_path, monkeypatch, how):
+    if how != "renameat2":
+        monkeypatch.setattr(files, "_renameat2", lambda src, dst: None)
+    if how == "neither":
+        def no_links(src, dst):
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_links)
+    src, taken, free = tmp_path / "src", tmp_path / "taken", tmp_path / "free"
+    src.write_bytes(b"mine")
+    taken.write_bytes(b"theirs")
+    assert not rename_no_replace(src, taken)
+    assert taken.read_bytes() == b"theirs" and src.exists()
+    assert rename_no_replace(src, free)
+    assert free.read_bytes() == b"mine" and not src.exists()
+
+
+def test_keep_beside_takes_the_first_free_name(tmp_path):
+    target = tmp_path / "out.mp4"
+    for name in ("out.mp4", "out-2.mp4", "out.partial.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    for expected, tag in (("out-3.mp4", ""), ("out.partial-2.mp4", "partial")):
+        src = tmp_path / "src"
+        src.write_bytes(b"mine")
+        assert keep_beside(src, target, tag) == tmp_path / expected
+        assert (tmp_path / expected).read_bytes() == b"mine"
+
+
+def test_a_claimed_output_is_published_only_while_it_is_free(tmp_path):
+    target = check_output_path(tmp_path / "out.json")  # claimed: it was free
+    part = PartFile(target)
+    part.path.write_text("mine")
+    target.write_text("theirs")  # another run finished first
+    with pytest.raises(OutputTaken) as info:
+        part.commit()
+    assert info.value.kept == tmp_path / "out-2.json" and info.value.target == target
+    assert target.read_text() == "theirs" and info.value.kept.read_text() == "mine"
+    # published (or given up), the claim is gone: the next writer replaces as asked
+    write_json_atomic(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+
+
+def test_overwrite_and_unclaimed_writes_replace(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    check_output_path(target, overwrite=True)
+    write_json_atomic(target, {"b": 2})  # --overwrite
+    assert json.loads(target.read_text()) == {"b": 2}
+    part = PartFile(tmp_path / "cache.json")  # a cache entry: never claimed
+    part.path.write_text("new")
+    (tmp_path / "cache.json").write_text("made by another process meanwhile")
+    part.commit()
+    assert (tmp_path / "cache.json").read_text() == "new"
+    explicit = PartFile(tmp_path / "cache.json", replace=False)
+    explicit.path.write_text("newer")
+    with pytest.raises(OutputTaken):
+        explicit.commit()
+
+
+def test_a_discarded_claim_is_forgotten(tmp_path):
+    target = check_output_path(tmp_path / "v.mp4")
+    PartFile(target).discard()
+    target.write_text("made later, on purpose")
+    write_bytes_atomic(target, b"replaced")
+    assert target.read_bytes() == b"replaced"
+
+
+def test_disk_full_reads_the_causes():
+    full = OSError(errno.ENOSPC, "No space left on device")
+    wrapped = SinkError("cannot write x: No space left on device")
+    wrapped.__cause__ = full
+    assert disk_full(full) and disk_full(wrapped)
+    assert disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert not disk_full(SinkError("cannot write x")) and not disk_full(None)
+    assert not disk_full(OSError(errno.EIO, "I/O error"))
+
+
+def test_a_reserved_file_ends_on_a_full_disk_with_its_reserve(tmp_path):
+    disk = tmp_path / "small"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        part = PartFile(disk / "out.mp4")
+        writer = ReservedFile(part.path, part.target, 256 << 10)
+        assert len(list(disk.iterdir())) == 2  # the file and its reserve
+        chunk = bytes(64 << 10)
+        written = 0
+        while not writer.disk_full:
+            written += writer.write(chunk)  # never fails while the reserve lasts
+        assert 700 << 10 < written <= 1 << 20
+        assert writer.tell() == written and len(list(disk.iterdir())) == 1
+        writer.seek(0)
+        assert writer.write(b"head") == 4  # an index written back at the start
+        writer.seek(0, os.SEEK_END)
+        with pytest.raises(OSError) as info:
+            for _ in range(8):  # the reserve is spent: the disk is full again
+                writer.write(chunk)
+        assert info.value.errno == errno.ENOSPC
+        writer.close()
+        part.discard()
+        assert list(disk.iterdir()) == []
+        with pytest.raises(SinkError, match="No space left on device"):
+            (disk / "fill").write_bytes(bytes(900 << 10))
+            ReservedFile(PartFile(disk / "x").path, disk / "x", 512 << 10)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 # --------------------------------------------------------------------------- through the CLI

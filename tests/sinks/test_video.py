@@ -7,6 +7,7 @@ stream), the size.
 
 from __future__ import annotations
 
+import errno
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -17,7 +18,8 @@ import pytest
 from support.clips import make_clip, read_video
 
 from stream.cli import main
-from stream.core.errors import ConfigError
+from stream.core.errors import ConfigError, SinkError
+from stream.core.files import OutputTaken
 from stream.core.records import DepthFrame, VideoInfo
 from stream.core.settings import (
     CODEC_DEFAULTS,
@@ -261,3 +263,100 @@ def test_live_checks_encoder_options_before_opening_anything(no_model, tmp_path,
     assert main(["live", "--file", str(tmp_path / "missing.mp4"), "--codec", "ffv1",
                  "--crf", "3", "--no-window"]) == 2
     assert "--crf does not apply" in capsys.readouterr().err
+
+
+def _sized_frame(index: int, size_wh: tuple[int, int]) -> DepthFrame:
+    width, height = size_wh
+    image = np.full((height, width, 3), 200, np.uint8)
+    depth = np.tile(np.linspace(0, 1, width, dtype=np.float32), (height, 1))
+    return DepthFrame(index, index / 30, image, depth, 1.0, lo=0.0, hi=1.0, pts=index)
+
+
+@pytest.mark.parametrize("codec", [None, "ffv1"])
+def test_frames_of_another_size_are_scaled_to_fit_the_first(tmp_path, codec):
+    path = tmp_path / "mixed.mkv"
+    warnings: list[str] = []
+    sink = VideoFileSink(path, warnings=warnings,
+                         encoder=EncoderSettings(codec) if codec else None)
+    sink.open(SinkContext(INFO))  # 96x64
+    sizes = [(96, 64)] * 3 + [(48, 64)] * 2 + [(192, 64)] * 2 + [(96, 64)]
+    for index, size in enumerate(sizes):
+        sink.write(_sized_frame(index, size))
+    sink.close()
+
+    video = read_video(path)
+    assert video["size_wh"] == (96, 64) and len(video["images"]) == len(sizes)
+    assert warnings == [f"{path}: the input's frame size changes (96x64, then 48x64 from "
+                        "frame 3): 4 frames were scaled to fit 96x64"]
+    narrow, wide = video["images"][3], video["images"][5]
+    # kept in shape: the narrow frame has black bars left and right, the wide one above
+    # and below; the picture fills the middle
+    assert narrow[:, :20].max() < 30 and narrow[:, -20:].max() < 30
+    assert narrow[:, 30:66].mean() > 60
+    assert wide[:12].max() < 30 and wide[-12:].max() < 30 and wide[20:44].mean() > 60
+    full = video["images"][7]
+    assert full[:, :20].mean() > 10  # a frame of the first size fills the picture
+
+
+def test_no_warning_when_the_size_holds(tmp_path):
+    warnings: list[str] = []
+    sink = VideoFileSink(tmp_path / "same.mp4", warnings=warnings)
+    sink.open(SinkContext(INFO))
+    for index in range(3):
+        sink.write(_sized_frame(index, (96, 64)))
+    sink.close()
+    assert warnings == []
+
+
+def _written(path: Path, count: int = 8, overwrite: bool = False) -> VideoFileSink:
+    sink = VideoFileSink(path, overwrite=overwrite)
+    sink.open(SinkContext(INFO))
+    for frame in _frames(count):
+        sink.write(frame)
+    return sink
+
+
+def test_a_file_that_appears_at_the_path_meanwhile_is_not_replaced(tmp_path):
+    path = tmp_path / "out.mp4"
+    sink = _written(path)
+    path.write_bytes(b"another run's video")
+    with pytest.raises(OutputTaken) as info:
+        sink.close()
+    kept = tmp_path / "out-2.mp4"
+    assert str(info.value) == (f"{path} appeared while this run was writing it (another "
+                               f"run?); the finished output was kept in {kept}")
+    assert path.read_bytes() == b"another run's video"
+    assert len(read_video(kept)["pts"]) == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out-2.mp4", "out.mp4"]
+
+
+def test_with_overwrite_the_finished_video_replaces_the_file(tmp_path):
+    path = tmp_path / "out.mp4"
+    path.write_bytes(b"old")
+    sink = _written(path, overwrite=True)
+    sink.close()
+    assert len(read_video(path)["pts"]) == 8
+
+
+def test_abort_after_a_failure_leaves_nothing(tmp_path):
+    path = tmp_path / "out.mkv"
+    sink = _written(path)
+    assert sink.abort(RuntimeError("the network failed")) is None
+    sink.close()  # nothing left to do
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_abort_after_a_full_disk_keeps_the_frames_beside_the_path(tmp_path):
+    path = tmp_path / "out.mp4"
+    sink = _written(path, count=12)
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError as full:
+        error = SinkError("cannot write raw depth: No space left on device")
+        error.__cause__ = full
+    note = sink.abort(error)
+    kept = tmp_path / "out.partial.mp4"
+    frames = len(read_video(kept)["pts"])
+    assert note == f"the {frames} frames written were kept in {kept}"
+    assert 0 < frames <= 12  # those the encoder had given out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.partial.mp4"]

@@ -8,11 +8,18 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from support.clips import NTSC, make_audio_only, make_clip, pattern, truncate
+from support.clips import (
+    NTSC,
+    make_audio_only,
+    make_clip,
+    make_mixed_size_clip,
+    pattern,
+    truncate,
+)
 from support.mjpeg import MjpegServer
 
 from stream.core.errors import SourceError
-from stream.sources.capture import FileSource, LiveSource
+from stream.sources.capture import FileSource, FrameTooLarge, LiveSource, read_image
 
 
 def _free_port() -> int:
@@ -130,3 +137,53 @@ def test_live_source_unreachable_url():
 def test_live_source_unknown_camera():
     with pytest.raises(SourceError, match="cannot open camera 97"):
         LiveSource.from_camera(97)
+
+
+def test_file_source_yields_each_frame_at_its_own_size(tmp_path):
+    clip = make_mixed_size_clip(tmp_path / "mixed.avi", [(4, (64, 64)), (3, (96, 80))])
+    with FileSource(clip) as src:
+        assert src.info.size_wh == (64, 64)  # the first frame's
+        frames = list(src.frames())
+    assert [f.image.shape for f in frames] == [(64, 64, 3)] * 4 + [(80, 96, 3)] * 3
+    assert [f.pts for f in frames] == list(range(7))
+    assert src.warnings == []
+    assert np.abs(frames[5].image.astype(int) - pattern(5, (96, 80))).mean() < 8
+
+
+def test_file_source_refuses_a_frame_over_its_size_limit(tmp_path):
+    clip = make_mixed_size_clip(tmp_path / "mixed.mkv", [(4, (64, 64)), (3, (96, 80))])
+    src = FileSource(clip, max_size_wh=(80, 400))  # more pixels allowed, not the width
+    seen = []
+    with pytest.raises(FrameTooLarge) as info:
+        seen.extend(f.index for f in src.frames())
+    assert seen == [0, 1, 2, 3]
+    assert (info.value.index, info.value.size_wh, info.value.limit_wh) == (4, (96, 80),
+                                                                           (80, 400))
+    assert str(info.value) == f"{clip}: frame 4 is 96x80, over the limit of 80x400 pixels"
+
+
+def test_file_source_limit_keeps_the_decoder_from_making_a_larger_picture(tmp_path):
+    clip = make_mixed_size_clip(tmp_path / "mixed.avi", [(2, (64, 64)), (2, (640, 480))])
+    src = FileSource(clip, max_size_wh=(100, 100))
+    with pytest.raises(FrameTooLarge) as info:
+        for _ in src.frames():
+            pass
+    assert info.value.index == 2 and info.value.size_wh is None  # refused before decoding
+    assert "frame 2 has more pixels than the limit of 100x100 pixels" in str(info.value)
+    with pytest.raises(FrameTooLarge, match="frame 0 is 64x64"):
+        FileSource(clip, max_size_wh=(64, 63))  # the first frame: when it is opened
+
+
+def test_file_source_limit_lets_frames_within_it_through(tmp_path):
+    clip = make_mixed_size_clip(tmp_path / "mixed.avi", [(2, (64, 64)), (2, (96, 80))])
+    with FileSource(clip, max_size_wh=(96, 80)) as src:
+        assert [f.image.shape[:2] for f in src.frames()] == [(64, 64)] * 2 + [(80, 96)] * 2
+
+
+@pytest.mark.parametrize("name", ["broken.jpg", "broken.png", "broken.TIFF"])
+def test_read_image_calls_a_damaged_picture_damaged(tmp_path, name):
+    bad = tmp_path / name
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))
+    with pytest.raises(SourceError) as info:
+        read_image(bad)
+    assert str(info.value) == f"cannot read {bad}: the file is damaged or not a picture"

@@ -20,6 +20,7 @@ __all__ = [
     "NTSC",
     "pattern",
     "make_clip",
+    "make_mixed_size_clip",
     "make_audio_only",
     "truncate",
     "read_video",
@@ -110,6 +111,37 @@ def mux_frames(container: av.container.OutputContainer, stream: av.VideoStream,
             container.mux(packet)
     for packet in stream.encode():
         container.mux(packet)
+
+
+def make_mixed_size_clip(path: str | Path,
+                         parts: Iterable[tuple[int, tuple[int, int]]]) -> Path:
+    """An MJPEG video (``.avi``, ``.mkv``) whose frame size changes: ``(frames, size_wh)`` parts.
+
+    As concatenated clips and some cameras give: one stream, its header saying the first
+    part's size, each picture coded at its own size. Frames are :func:`pattern` frames
+    numbered on across the parts, 30 fps, pts 0, 1, 2...
+    """
+    path = Path(path)
+    parts = list(parts)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mjpeg", rate=30)
+        stream.width, stream.height = parts[0][1]
+        stream.pix_fmt = "yuvj420p"
+        stream.codec_context.time_base = Fraction(1, 30)
+        index = 0
+        for count, (width, height) in parts:
+            encoder = av.CodecContext.create("mjpeg", "w")
+            encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuvj420p"
+            encoder.time_base = Fraction(1, 30)
+            for _ in range(count):
+                frame = av.VideoFrame.from_ndarray(pattern(index, (width, height)),
+                                                   format="bgr24").reformat(format="yuvj420p")
+                frame.pts = index
+                for packet in encoder.encode(frame):
+                    packet.stream, packet.pts, packet.dts = stream, index, index
+                    container.mux(packet)
+                index += 1
+    return path
 
 
 def make_audio_only(path: str | Path, seconds: float = 1.0) -> Path:
