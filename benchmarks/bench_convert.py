@@ -185,16 +185,6 @@ def timed(fn, *args) -> tuple[float, int]:
     return time.perf_counter() - start, frames
 
 
-def run_process(args: list[str], env: dict, cwd: Path) -> float:
-    """Seconds a child process takes from start to exit (it must succeed)."""
-    start = time.perf_counter()
-    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True)
-    took = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"{args[:3]} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return took
-
-
 def prepare(weights: Path) -> dict[str, object]:
     """Make the fp32 and int8 models (untimed); return the estimators per precision."""
     from stream.engines.estimator import create_estimator
@@ -294,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear repor
         for _ in range(args.repeats):
             secs, n = timed(seed_loop, clip, folder / "seed.mp4", weights)
             add("a_in", n / secs)
-            secs = run_process([sys.executable, "-c", SEED_SCRIPT.format(
+            secs = common.run_process([sys.executable, "-c", SEED_SCRIPT.format(
                 bench=str(Path(__file__).parent), clip=str(clip), out=str(folder / "s.mp4"),
                 weights=str(weights))], env, folder)
             add("a_proc", len(frames) / secs)
@@ -311,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear repor
                 script.write_text(CLI_SCRIPT.format(root=str(common.ROOT),
                                                     first_path=str(first_path)))
                 start = time.time()
-                secs = run_process([sys.executable, str(script), "convert", str(clip), "-o",
+                secs = common.run_process([sys.executable, str(script), "convert", str(clip), "-o",
                                     str(out), "--weights", str(weights), "--precision", p],
                                    env, folder)
                 add(f"b_proc_{p}", len(frames) / secs)
@@ -323,11 +313,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear repor
                     latencies.append((time.perf_counter() - t0) * 1000)
                 add(f"c_ms_{p}", statistics.median(latencies))
                 img_out = folder / f"image_{p}.png"
-                add(f"d_image_{p}", run_process(
+                add(f"d_image_{p}", common.run_process(
                     [sys.executable, str(common.ROOT / "cli.py"), "image", str(picture), "-o",
                      str(img_out), "--overwrite", "--weights", str(weights), "--precision", p],
                     env, folder))
-            add("d_plain", run_process([sys.executable, "-c", PLAIN_IMAGE_SCRIPT.format(
+            add("d_plain", common.run_process([sys.executable, "-c", PLAIN_IMAGE_SCRIPT.format(
                 root=str(common.ROOT), weights=str(weights), picture=str(picture),
                 out=str(folder / "plain.png"))], env, folder))
             start = time.perf_counter()

@@ -1,7 +1,8 @@
-"""Benchmark helpers: the checkpoint to time and the machine a number was measured on.
+"""Benchmark helpers: the checkpoint to time, timed child processes, the machine.
 
-Shared by the scripts in ``benchmarks/`` (starts no threads; reads the weights file it is
-given, the tests' ``schema.json`` and ``/proc/cpuinfo``). A script is run as
+Shared by the scripts in ``benchmarks/`` (starts no threads; :func:`run_process` starts
+and waits for a child process; reads the weights file it is given, the tests'
+``schema.json`` and ``/proc/cpuinfo``; saves a synthetic checkpoint once). A script is run as
 ``python benchmarks/<name>.py``, so Python puts this folder first on ``sys.path`` and
 ``import common`` finds this module; pytest finds it through ``pythonpath`` in
 ``pyproject.toml`` when the tests check a benchmark's functions.
@@ -18,13 +19,15 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["ROOT", "state_dict", "synthetic_state_dict", "saved_checkpoint", "cpu_model",
-           "machine"]
+__all__ = ["ROOT", "state_dict", "synthetic_state_dict", "saved_checkpoint", "run_process",
+           "cpu_model", "machine"]
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository root (the folder holding ``stream/``, ``tests/`` and ``benchmarks/``)."""
@@ -92,6 +95,16 @@ def saved_checkpoint(weights: str | os.PathLike | None, file_name: str,
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(make(), path)
     return path, f"synthetic ({recipe}), saved as {path}"
+
+
+def run_process(args: list[str], env: dict, cwd: Path) -> float:
+    """Seconds a child process takes from start to exit (it must succeed)."""
+    start = time.perf_counter()
+    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{args[:3]} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return took
 
 
 def cpu_model() -> str:

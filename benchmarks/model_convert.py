@@ -20,9 +20,7 @@ depend on the weights' values), saved once under the cache.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import common
@@ -95,15 +93,6 @@ def _multiple_of_14(x: float, side: int) -> int:
     return int(np.ceil(x / 14) * 14) if y < side else y
 
 
-def _process(args: list[str], env: dict, cwd: Path) -> float:
-    start = time.perf_counter()
-    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True)
-    took = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"{args[:4]} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return took
-
-
 def run(model: str, side: int, clip: Path, frames: int, weights: str | None,
         folder: Path) -> int:
     """Time (a) and (b) for ``model`` at input ``side`` and print the table."""
@@ -119,10 +108,10 @@ def run(model: str, side: int, clip: Path, frames: int, weights: str | None,
                               out=str(folder / "loop.mp4"), weights=str(path), model=model,
                               side=side)
     rows = [("official loop, torch (whole process)",
-             _process([sys.executable, "-c", loop], env, common.ROOT))]
+             common.run_process([sys.executable, "-c", loop], env, common.ROOT))]
     for precision in precisions:
         out = folder / f"convert_{precision}.mp4"
-        rows.append((f"depthstream convert, {precision} (whole process)", _process(
+        rows.append((f"depthstream convert, {precision} (whole process)", common.run_process(
             [sys.executable, str(common.ROOT / "cli.py"), "convert", str(clip), "-o", str(out),
              "--model", model, "--input-size", str(side), "--weights", str(path),
              "--precision", precision, "--overwrite", "--no-progress"], env, common.ROOT)))
