@@ -9,7 +9,7 @@ the weights' values), saved once as a file so that the cached models are used
 (``--precision int8`` quantizes once, about a minute, then reads the cache).
 
     python benchmarks/bench_live.py [--seconds 20] [--precision int8] [--weights PATH]
-    python benchmarks/bench_live.py --model dav2-small [--input-size 182]
+    python benchmarks/bench_live.py --model dav2-small [--input-size 196]
 """
 
 from __future__ import annotations

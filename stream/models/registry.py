@@ -44,7 +44,7 @@ MIDAS_SMALL_SPEC = ModelSpec(
 #: (docs/performance.md):
 #: pictures take the reference's 518; videos and live input trade detail for speed.
 DAV2_VIDEO_SIDE = 364
-DAV2_LIVE_SIDE = 182
+DAV2_LIVE_SIDE = 196
 #: Depth Anything's ViT backbone by node name: int8's "DPT head only" variant keeps it fp32.
 DAV2_BACKBONE = (r".*\.pretrained\..*",)
 _DAV2_INPUT = InputRule(side=518, multiple_of=14, bound=Bound.LOWER, float64=True)
