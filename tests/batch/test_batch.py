@@ -312,3 +312,23 @@ def test_failed_file_is_reported_and_the_others_go_on(local_ray: str, tmp_path: 
     assert "broken.mp4" in (status["broken.mp4"][1] or "")
     assert not (tmp_path / "out" / "broken.mp4").exists()
     assert np.isclose(report.fps, report.frames / report.elapsed_s)
+
+
+def test_a_metric_model_runs_in_batch_workers(local_ray: str, tmp_path: Path,
+                                              dav2_weights_file: Path) -> None:
+    # The real network in the workers (no test double): the settings carry the model, and
+    # the raw export says metres.
+    (tmp_path / "in").mkdir()
+    make_clip(tmp_path / "in" / "a.mp4", 3, size_wh=(64, 48), audio=False)
+    settings = StreamSettings(network="dav2-metric-indoor", weights=str(dav2_weights_file),
+                              input_size=56, raw_format="npy")
+    report = run_batch([tmp_path / "in"], settings, BatchSettings(out_dir=tmp_path / "out",
+                                                                  raw=True),
+                       BatchProgress(enabled=False))
+    assert (report.converted, report.failed) == (1, 0)
+    raw = tmp_path / "out" / "a_raw"
+    assert (raw / "timestamps.csv").read_text().splitlines()[0] == \
+        "index,seconds,min_m,max_m,scale"
+    depths = [np.load(path) for path in sorted(raw.glob("depth_*.npy"))]
+    assert len(depths) == 3
+    assert all(0.0 <= float(d.min()) and float(d.max()) <= 20.0 for d in depths)
