@@ -103,7 +103,7 @@ OUTPUTS: dict[JobKind, tuple[tuple[str, str, str], ...]] = {
         ("result.png", "Depth (colour PNG)", "_depth.png"),
         ("side.png", "Side by side (PNG)", "_side.png"),
         ("depth16.png", "Raw depth (16-bit PNG)", "_depth16.png"),
-        ("depth16.npy", "Raw depth (float32 .npy)", "_depth.npy"),
+        ("depth16.npy", "Raw depth (float32 .npy)", "_depth16.npy"),
     ),
     JobKind.VIDEO: (
         ("result.mp4", "Depth video (MP4)", "_depth.mp4"),

@@ -154,7 +154,7 @@ def test_upload_with_the_picker_shows_the_depth_result(
         "#downloads a", "as => as.map(a => [a.textContent, a.getAttribute('download')])")
     assert ["Depth (colour PNG)", "room_depth.png"] in links
     assert ["Raw depth (16-bit PNG)", "room_depth16.png"] in links
-    assert ["Raw depth (float32 .npy)", "room_depth.npy"] in links
+    assert ["Raw depth (float32 .npy)", "room_depth16.npy"] in links
 
 
 def test_drag_and_drop_upload_and_the_cache(page: object, live_server: tuple[str, Flask]

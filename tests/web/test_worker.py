@@ -118,7 +118,7 @@ def test_identical_upload_is_answered_from_the_cache(client: FlaskClient) -> Non
     resp = client.get(body["results"]["result_png"]["download_url"])
     assert "another_name_depth.png" in resp.headers["Content-Disposition"]
     polled = client.get(f"{body['status_url']}?name=another_name").get_json()
-    assert polled["results"]["depth16_npy"]["download"] == "another_name_depth.npy"
+    assert polled["results"]["depth16_npy"]["download"] == "another_name_depth16.npy"
 
     # Different settings are a different result; different bytes are a different picture.
     other = post(client, data, cmap="turbo").get_json()
