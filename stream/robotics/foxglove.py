@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import Any
@@ -235,6 +236,18 @@ class McapSink(Sink):
             self._part.commit()
         else:
             self._part.discard()
+
+    def abort(self, error: BaseException | None = None) -> str | None:
+        """The run failed: end without putting a file at the path (safe to call twice)."""
+        if self._closed or self._part is None:
+            return None
+        self._closed = True
+        self._channels.close()
+        if self._writer is not None:
+            with contextlib.suppress(Exception):  # the file is dropped whatever it says
+                self._writer.close()
+        self._part.discard()
+        return None
 
 
 class FoxgloveServerSink(Sink):

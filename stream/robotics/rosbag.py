@@ -39,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
@@ -304,6 +305,17 @@ class RosbagSink(Sink):
             self._discard()
             return
         self._commit()
+
+    def abort(self, error: BaseException | None = None) -> str | None:
+        """The run failed: end without putting a bag at the path (safe to call twice)."""
+        if self._closed:
+            return None
+        self._closed = True
+        if self._writer is not None:
+            with contextlib.suppress(Exception):  # the bag is dropped whatever it says
+                self._writer.close()
+        self._discard()
+        return None
 
     # -- messages ----------------------------------------------------------------------
 
