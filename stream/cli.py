@@ -307,7 +307,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     check, speed = report["int8_agreement"], report["int8_speed"]
     where = ("this machine" if speed is None or speed["machine"] == report["machine"]
              else f"another machine ({speed['machine']})")
+    output = "depth in metres" if report["output"] == "metric" else "relative inverse depth"
     lines = [
+        ("model", f"{report['model']} ({output})"),
         ("weights", f"{report['weights']} ({report['size_bytes']} bytes, "
                     f"sha256 {report['sha256'][:16]}...)"),
         ("model cache", report["cache"]),

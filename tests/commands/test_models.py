@@ -92,6 +92,10 @@ def test_info_reports_each_model(model: str, weights: dict[str, Path], tmp_path:
     report = json.loads(capsys.readouterr().out)
     assert report["model"] == model
     assert report["output"] == MODELS[model].output.value
+    assert main(["info", "--model", model, "--weights", str(weights[model])]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    kind = "depth in metres" if MODELS[model].metric else "relative inverse depth"
+    assert first.split() == ["model:", model, *f"({kind})".split()]
 
 
 @pytest.mark.parametrize("name", ["midas_v21_small_256.pt", "renamed.pt"])
