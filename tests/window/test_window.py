@@ -571,7 +571,11 @@ def _finish_with_q(app: _App) -> tuple[int, str, str]:
 def test_pause_layout_colormap_invert_help_click_fullscreen(xserver, tmp_path):
     app = _App(xserver, tmp_path, 0.03)
     try:
-        time.sleep(1.5)
+        # The window exists before it first draws; on a loaded machine that can take a while.
+        deadline = time.monotonic() + 15
+        while not _middle(app.shot()).any() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
         moving = [app.shot(), None]
         time.sleep(0.5)
         moving[1] = app.shot()
