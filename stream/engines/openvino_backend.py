@@ -50,6 +50,7 @@ from stream.engines.cache import (
 )
 from stream.models.registry import get_spec
 from stream.models.spec import ModelSpec
+from stream.models.weights import state_dict_digest
 
 if TYPE_CHECKING:  # imported lazily: a warm start pays for neither
     import openvino
@@ -387,9 +388,3 @@ def load_weights(state_dict: dict | None, weights: str | os.PathLike | None,
 
     return load_file(weights, spec.checkpoint)
 
-
-def state_dict_digest(state: dict) -> str:
-    """:func:`stream.models.weights.state_dict_digest` (imported when a file is loaded)."""
-    from stream.models.weights import state_dict_digest as digest
-
-    return digest(state)

@@ -49,15 +49,19 @@ MEAN_RGB = np.array(_MIDAS.mean_rgb, dtype=np.float32)
 STD_RGB = np.array(_MIDAS.std_rgb, dtype=np.float32)
 
 
+@functools.lru_cache(maxsize=8)
 def scale_offset(rule: InputRule = _MIDAS) -> tuple[np.ndarray, np.ndarray]:
     """``(x / 255 - mean) / std`` as ``x * scale - offset``, per channel (float32).
 
     Applied after the resize, which is linear, so scaling before or after it is the same
-    to float rounding.
+    to float rounding. Made once per rule (every frame asks); read-only.
     """
     mean = np.array(rule.mean_rgb, dtype=np.float32)
     std = np.array(rule.std_rgb, dtype=np.float32)
-    return (1.0 / (255.0 * std)).astype(np.float32), (mean / std).astype(np.float32)
+    scale, offset = (1.0 / (255.0 * std)).astype(np.float32), (mean / std).astype(np.float32)
+    scale.setflags(write=False)
+    offset.setflags(write=False)
+    return scale, offset
 
 
 def network_size(height: int, width: int, side: int | None = None,
