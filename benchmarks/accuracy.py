@@ -13,9 +13,15 @@ whose invalid pixels are ``inf``. Depth is ``f * B / (d + doffs)``, so inverse d
 ``(d + doffs) / (f * B)``; the ``doffs`` term (31 px here against disparities of 7-60 px)
 matters for AbsRel, which is not invariant to a shift of the ground truth.
 
+A metric model (``dav2-metric-*``) is scored twice: aligned as above (its metres turned
+into inverse depth first), and as it is, in metres with no fit at all, which is what a
+robot would get; the latter row's ``scale`` is the median of ground truth / prediction
+(1 is a perfect scale).
+
 Usage:
     python benchmarks/accuracy.py [--weights PATH] [--backend auto] [--threads N]
     python benchmarks/accuracy.py --weights PATH --precision int8   # fp32 and int8 rows
+    python benchmarks/accuracy.py --model dav2-small --weights PATH [--input-size 364]
     python benchmarks/accuracy.py --synthetic   # runs end to end; numbers are meaningless
 """
 
@@ -39,6 +45,7 @@ __all__ = [
     "delta1",
     "disparity_to_inverse_depth",
     "evaluate",
+    "evaluate_metric",
     "inverse_to_depth",
     "main",
     "valid_mask",
@@ -170,16 +177,69 @@ def evaluate(
     }
 
 
+def evaluate_metric(
+    pred_depth_m: np.ndarray,
+    gt_inv: np.ndarray,
+    mask: np.ndarray | None = None,
+) -> dict:
+    """Score depth in metres as it is, against ground-truth inverse depth, with no fit.
+
+    Args:
+        pred_depth_m: predicted depth in metres (larger = farther), ``[H, W]``.
+        gt_inv: ground-truth inverse depth in 1/m, same shape; pixels that are not finite
+            and positive are ignored, as are predictions that are not finite and positive.
+        mask: optional boolean mask of further pixels to use.
+
+    Returns:
+        ``{"abs_rel", "delta1", "scale", "shift", "pixels"}``: ``scale`` is the median of
+        ground truth / prediction (1 for a right scale), ``shift`` is 0.
+
+    Raises:
+        ValueError: shapes differ or no pixel is valid.
+    """
+    pred, gt_inv = np.asarray(pred_depth_m, np.float64), np.asarray(gt_inv)
+    if pred.shape != gt_inv.shape:
+        raise ValueError(f"prediction {pred.shape} and ground truth {gt_inv.shape} differ")
+    with np.errstate(invalid="ignore"):
+        keep = valid_mask(gt_inv, mask) & np.isfinite(pred) & (pred > 0)
+    if not keep.any():
+        raise ValueError("no valid ground-truth pixel to evaluate")
+    pred, gt = pred[keep], 1.0 / np.asarray(gt_inv, np.float64)[keep]
+    return {
+        "abs_rel": abs_rel(pred, gt),
+        "delta1": delta1(pred, gt),
+        "scale": float(np.median(gt / pred)),
+        "shift": 0.0,
+        "pixels": int(keep.sum()),
+    }
+
+
+def score(title: str, depth: np.ndarray, metric: bool, gt_inv: np.ndarray) -> list:
+    """The table rows of one prediction: aligned, and for metres also as it is."""
+    if not metric:
+        return [(title, evaluate(depth, gt_inv))]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inverse = np.where(depth > 0, 1.0 / depth, np.nan)
+    return [(f"{title}, aligned", evaluate(inverse, gt_inv)),
+            (f"{title}, metres as given", evaluate_metric(depth, gt_inv))]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the network on the motorcycle picture and print AbsRel and delta1."""
+    from stream.models.registry import DEFAULT_MODEL, MODELS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--weights", type=Path, default=None,
-                       help="MiDaS v2.1 small checkpoint (default: $DEPTHSTREAM_WEIGHTS, cache, "
+                       help="the model's checkpoint (default: $DEPTHSTREAM_WEIGHTS, cache, "
                             "download)")
     which.add_argument("--synthetic", action="store_true",
                        help="the tests' synthetic weights: proves the script runs, scores "
                             "nothing")
+    parser.add_argument("--model", choices=sorted(MODELS), default=DEFAULT_MODEL,
+                        help=f"the network (default: {DEFAULT_MODEL})")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="the network's input side (default: the model's picture size)")
     parser.add_argument("--backend", default="auto", help="auto, openvino or torch")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
@@ -192,20 +252,22 @@ def main(argv: list[str] | None = None) -> int:
     from stream.core.errors import ConfigError, WeightsError
     from stream.engines.estimator import DepthEstimator
     from stream.engines.factory import create_backend
+    from stream.models.registry import get_spec
     from stream.models.weights import check_file, resolve_path
 
+    spec = get_spec(args.model)
     precisions = ["fp32", "int8"] if args.precision == "int8" else ["fp32"]
     try:
         if args.synthetic:
-            from bench_convert import weights_file
-
-            path, origin = weights_file(None)
+            path, origin = _synthetic_weights(spec.name)
         else:
-            path = check_file(resolve_path(args.weights))
+            path = check_file(resolve_path(args.weights, spec.checkpoint), spec.checkpoint)
             origin = str(args.weights) if args.weights else f"default ({path})"
         backends = {p: create_backend(args.backend if p == "fp32" else "openvino", weights=path,
-                                      threads=args.threads, precision=p, progress=True)
+                                      threads=args.threads, precision=p, progress=True,
+                                      model=spec)
                     for p in precisions}
+        estimators = {p: DepthEstimator(b, args.input_size) for p, b in backends.items()}
     except (WeightsError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -213,34 +275,44 @@ def main(argv: list[str] | None = None) -> int:
     left_rgb, _, disparity_px = skimage.data.stereo_motorcycle()
     gt_inv = disparity_to_inverse_depth(disparity_px)
     rows, times = [], {}
-    for p, backend in backends.items():
-        estimator = DepthEstimator(backend)
+    for p, estimator in estimators.items():
         try:
             estimator.predict(left_rgb)  # warm-up
-            pred_inv, times[p] = estimator.predict(left_rgb)
+            depth, times[p] = estimator.predict(left_rgb)
         finally:
             estimator.close()
-        rows.append((f"MiDaS v2.1 small {p}", evaluate(pred_inv, gt_inv)))
+        rows += score(f"{spec.title} {p}", depth, spec.metric, gt_inv)
     # a flat picture, for scale: what alignment alone achieves with no depth cue
-    rows.append(("constant (baseline)", evaluate(np.zeros_like(pred_inv), gt_inv)))
+    rows.append(("constant (baseline)", evaluate(np.zeros_like(depth), gt_inv)))
     backend = backends["fp32"]
-    inference_ms = times["fp32"]
     h, w = left_rgb.shape[:2]
     if args.synthetic:
         print("*** SYNTHETIC WEIGHTS: the scores below are MEANINGLESS for accuracy; "
               "this run only proves the script works end to end. ***")
     print(f"machine:  {common.machine()}")
+    print(f"model:    {spec.name} ({spec.title}), input side "
+          f"{args.input_size or spec.input.side}")
     print(f"weights:  {origin}")
-    print(f"backend:  {backend.name} on {backend.device}, inference {inference_ms:.1f} ms"
+    print(f"backend:  {backend.name} on {backend.device}, inference {times['fp32']:.1f} ms"
           + (f"; int8 {times['int8']:.1f} ms" if "int8" in times else ""))
     print(f"data:     Middlebury 2014 motorcycle (skimage), {w}x{h}, "
           f"{rows[0][1]['pixels']} valid of {h * w} pixels")
     print()
-    print(f"{'prediction':<27}{'AbsRel':>8}{'delta1':>8}{'scale':>12}{'shift':>12}")
+    width = max(len(name) for name, _ in rows) + 2
+    print(f"{'prediction':<{width}}{'AbsRel':>8}{'delta1':>8}{'scale':>12}{'shift':>12}")
     for name, r in rows:
-        print(f"{name:<27}{r['abs_rel']:>8.4f}{r['delta1']:>8.4f}"
+        print(f"{name:<{width}}{r['abs_rel']:>8.4f}{r['delta1']:>8.4f}"
               f"{r['scale']:>12.4g}{r['shift']:>12.4g}")
     return 0
+
+
+def _synthetic_weights(model: str) -> tuple[Path, str]:
+    """The tests' synthetic checkpoint of ``model``'s family, saved once."""
+    if model == "midas-small":
+        from bench_convert import weights_file
+    else:
+        from model_convert import weights_file
+    return weights_file(None)
 
 
 if __name__ == "__main__":

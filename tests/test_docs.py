@@ -330,11 +330,29 @@ FIGURES: dict[str, tuple[tuple[str, ...], str | None]] = {
         rf"\(b\) `convert`, whole process \(fps\) \| {_N} \|",
         rf"converts 640x480 video at {_N} frames/s in fp32",
         rf"\| `midas-small` \| {_N} \|",
+        rf"\| `midas-small` \(default\) \|[^|]*\| {_N} / [\d.]+ \|",
     ), None),
     "MiDaS convert, whole process, int8 (fps)": ((
         rf"\(b\) `convert`, whole process \(fps\) \| [\d.]+ \| {_N} \|",
         rf"frames/s in fp32 and {_N} in int8",
         rf"\| `midas-small` \| [\d.]+ \| {_N} \|",
+        rf"\| `midas-small` \(default\) \|[^|]*\| [\d.]+ / {_N} \|",
+    ), None),
+    "Depth Anything V2 convert, whole process, fp32 (fps)": ((
+        rf"364 \(the `convert` default\) \| [\d.]+ \| {_N} \(",
+        rf"Depth Anything V2 Small at {_N} and",
+        rf"\| `dav2-small` \| {_N} \|",
+        rf"\| `dav2-small` \|[^|]*\| {_N} / [\d.]+ \|",
+    ), None),
+    "Depth Anything V2 convert, whole process, int8 (fps)": ((
+        rf"364 \(the `convert` default\) \| [\d.]+ \| [\d.]+ \([\d.]+x\) \| {_N} \(",
+        rf"Depth Anything V2 Small at [\d.]+ and {_N}",
+        rf"\| `dav2-small` \| [\d.]+ \| {_N} \|",
+        rf"\| `dav2-small` \|[^|]*\| [\d.]+ / {_N} \|",
+    ), None),
+    "Depth Anything V2 Small on DA-2K, published (%)": ((
+        rf"DA-2K {_N} % of point pairs",
+        rf"\*\*{_N} %\*\* correct",
     ), None),
     "MiDaS convert, in-process, fp32 (fps)": ((
         rf"\(b\) `convert`, in-process \(fps\) \| {_N} \|",
@@ -353,10 +371,20 @@ FIGURES: dict[str, tuple[tuple[str, ...], str | None]] = {
         rf"\| int8 \(`--precision int8`\) \| \d+ \| \d+ \(\*\*{_N}\*\*\)",
         rf"\| `midas-small` \|[^|]*\|[^|]*\| {_N} \(int8\)",
         rf"about {_N} shown per second in int8",
+        rf"\| `midas-small` \| [\d.]+ \| [\d.]+ \| [\d.]+ / {_N} \|",
     ), None),
     "MiDaS live, fp32, shown (fps)": ((
         rf"\| fp32 \| \d+ \| \d+ \({_N}\)",
         rf"in int8, {_N} in fp32, on this machine",
+        rf"\| `midas-small` \| [\d.]+ \| [\d.]+ \| {_N} / [\d.]+ \|",
+    ), None),
+    "Depth Anything V2 live, fp32, shown (fps)": ((
+        rf"\| fp32 \(`auto` with these weights\) \| \d+ \| \d+ \(\*\*{_N}\*\*\)",
+        rf"\| `dav2-small` \| [\d.]+ \| [\d.]+ \| {_N} / [\d.]+ \|",
+    ), None),
+    "Depth Anything V2 live, int8, shown (fps)": ((
+        rf"\| int8 \(`--precision int8`\) \| \d+ \| \d+ \({_N}\) \| \d+ \| \d+ / \d+ \|",
+        rf"\| `dav2-small` \| [\d.]+ \| [\d.]+ \| [\d.]+ / {_N} \|",
     ), None),
     "MiDaS checkpoint (MB)": ((
         rf"`midas_v21_small_256\.pt` \(about {_N} MB\)",
