@@ -132,9 +132,33 @@ class DepthEstimator:
         describe = getattr(self.backend, "describe", None)
         return describe() if describe is not None else {"backend": self.backend.name}
 
+    def sized_for(self, *, live: bool = False, video: bool = False) -> DepthEstimator:
+        """This estimator at the model's default input side for live input or video files.
+
+        An input size chosen at construction stays; without one, the spec's
+        :meth:`~stream.models.spec.ModelSpec.default_side` for the use is taken. The
+        result shares this estimator's backend: close this one, not the view (closing
+        the view closes nothing).
+        """
+        if self.input_size is not None:
+            return self
+        side = self.spec.default_side(live=live, video=video)
+        return self if side == self.spec.input.side else self._view(side)
+
+    def _view(self, input_size: int) -> DepthEstimator:
+        """A view on the same backend at ``input_size`` (closing it closes nothing)."""
+        return _SizedView(self.backend, input_size)
+
     def close(self) -> None:
         """Close the backend."""
         self.backend.close()
+
+
+class _SizedView(DepthEstimator):
+    """An estimator on another's backend at another input side; the owner closes it."""
+
+    def close(self) -> None:
+        """Nothing: the backend belongs to the estimator this view was made from."""
 
 
 class TurnLock:
@@ -213,10 +237,23 @@ class SharedEstimator(DepthEstimator):
                 depth, _ = self.inner.predict(rgb)
             yield tag, depth
 
+    def _view(self, input_size: int) -> DepthEstimator:
+        """A view at ``input_size`` that takes turns on this estimator's lock."""
+        view = _SharedView(self.inner._view(input_size))
+        view.lock = self.lock
+        return view
+
     def close(self) -> None:
         """Close the wrapped estimator (after a call in progress ends)."""
         with self.lock:
             self.inner.close()
+
+
+class _SharedView(SharedEstimator):
+    """A :class:`SharedEstimator` view at another input side; the owner closes it."""
+
+    def close(self) -> None:
+        """Nothing: the backend belongs to the estimator this view was made from."""
 
 
 def create_estimator(

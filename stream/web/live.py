@@ -277,7 +277,8 @@ class LiveStream:
         sink = _HubSink(lambda frame, dropped: self._on_frame(frame, generation, dropped),
                         lambda: self._on_end(generation))
         try:
-            estimator = self._estimator()  # before the camera: no model, nothing to open
+            # before the camera: no model, nothing to open
+            estimator = self._estimator().sized_for(live=True)
             # the builder closes the source and the sink if it fails
             pipeline = build_live(self._open_source(), self.settings, estimator=estimator,
                                   extra_sinks=[sink])

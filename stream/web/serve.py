@@ -152,7 +152,8 @@ def _model_choice(model: str | None, weights: str | os.PathLike | None,
 
     default = get_spec(model)
     state = load_state_dict(weights, default.checkpoint)  # fail fast, before binding
-    default_tag = "-".join((state_dict_digest(state), *engine.values()))
+    sized = () if input_size is None else (f"side{input_size}",)  # not another size's results
+    default_tag = "-".join((state_dict_digest(state), *engine.values(), *sized))
 
     def build(name: str) -> DepthEstimator:
         if name == default.name:

@@ -296,7 +296,8 @@ class JobWorker:
             if job.kind is JobKind.PICTURE:
                 info, outputs = _run_picture(self.store, job, estimator, run)
             else:
-                info, outputs = _run_video(self.store, job, estimator, run, self.config)
+                info, outputs = _run_video(self.store, job, estimator.sized_for(video=True),
+                                           run, self.config)
             run.check()
         except Exception as exc:  # _Stopped, StreamError, or a bug
             self._failed(run, exc)

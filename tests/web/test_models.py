@@ -252,7 +252,11 @@ def test_serve_builds_the_default_from_its_weights_and_others_from_the_cache(
     choice = _model_choice("midas-small", weights_file, 192, backend="torch", device="cpu",
                            precision="auto")
     name, tag = choice.tag(None)
-    assert name == "midas-small" and tag.endswith("-torch-cpu-auto")
+    # the input side is part of the cache tag: results at another size are not these
+    assert name == "midas-small" and tag.endswith("-torch-cpu-auto-side192")
+    unsized = _model_choice("midas-small", weights_file, None, backend="torch", device="cpu",
+                            precision="auto")
+    assert unsized.tag(None)[1] == tag.removesuffix("-side192")
     assert choice.tag("dav2-small")[1].startswith("dav2-small-")
     with pytest.raises(ModelUnavailableError, match="dav2-metric-indoor is not available"):
         choice.tag("dav2-metric-indoor")
@@ -269,3 +273,53 @@ def test_serve_builds_the_default_from_its_weights_and_others_from_the_cache(
             "backend": "torch", "device": "cpu", "precision": "auto"}
     finally:
         choice.close()
+
+
+class _SideRecorder(CheapBackend):
+    """TEST DOUBLE of a Depth Anything backend that records each input's shape."""
+
+    spec = get_spec("dav2-small")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def infer(self, x: np.ndarray) -> np.ndarray:  # noqa: D102
+        self.shapes.append(x.shape)
+        return super().infer(x)
+
+
+def test_video_jobs_and_the_live_view_run_at_the_model_s_own_sides(tmp_path: Path) -> None:
+    """Pictures at 518 (the reference's), videos at 364 and live at 196, as the CLI does."""
+    from support.mjpeg import MjpegServer
+
+    from stream.sources.capture import LiveSource
+
+    spec, backend = get_spec("dav2-small"), _SideRecorder()
+    sides = {"picture": spec.input.side, "video": spec.video_side, "live": spec.live_side}
+    frame = picture(21, (64, 48))
+    with MjpegServer([frame], fps=25).start() as camera:
+        app = create_app(tmp_path / "data", lambda: DepthEstimator(backend), model="dav2-small",
+                         live_source=lambda: LiveSource.from_url(camera.url))
+        server = app.extensions["depthstream"]
+        try:
+            client = app.test_client()
+            assert wait_done(client, post(client, png_bytes(frame)).get_json()["id"])[
+                "status"] == "done"
+            clip = make_clip(tmp_path / "clip.mp4", frames=2, size_wh=(64, 48), audio=False)
+            job = wait_done(client, client.post(
+                "/api/jobs", data={"file": (io.BytesIO(clip.read_bytes()), "clip.mp4")},
+                content_type="multipart/form-data").get_json()["id"])
+            assert job["status"] == "done", job["error"]
+            seen = len(backend.shapes)
+            stream_resp = client.get("/live/stream.mjpg", buffered=False)
+            next(iter(stream_resp.response))
+            stream_resp.close()
+        finally:
+            server.close()
+    expected = {use: spec.input.network_size(48, 64, side) for use, side in sides.items()}
+    assert len(set(expected.values())) == 3
+    shapes = [s[2:] for s in backend.shapes]
+    assert shapes[0] == expected["picture"]
+    assert shapes[1:seen] == [expected["video"]] * (seen - 1)
+    assert shapes[seen:] and set(shapes[seen:]) == {expected["live"]}
