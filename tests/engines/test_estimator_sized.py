@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from engines.test_estimator import EchoBackend
 
+from engines.test_estimator import EchoBackend
 from stream.engines.estimator import DepthEstimator, SharedEstimator
 from stream.models.registry import DAV2_SMALL_SPEC, MIDAS_SMALL_SPEC
 
