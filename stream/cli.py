@@ -368,8 +368,9 @@ def _cmd_image(args: argparse.Namespace) -> int:
 def _cmd_batch(args: argparse.Namespace) -> int:
     from stream.core.errors import ConfigError
 
-    if args.zmq is not None:
-        raise ConfigError("--zmq goes with convert and live, not batch")
+    if given := cli_args.refused_given(args):
+        raise ConfigError(f"{', '.join(given)}: for the network and robotics outputs of "
+                          "convert and live; batch writes videos and raw depth")
     settings = _stream_settings(argparse.Namespace(**{**vars(args), "raw": None,
                                                       "stats": None}))
     from stream.batch.options import BatchSettings, estimator_hook_from_env

@@ -363,3 +363,31 @@ def _add_batch_command(sub: Any) -> None:
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     _model_options(p)
     _colour_options(p)
+    _refuse_groups(p, "network output", "ROS 2 and Foxglove")
+
+
+#: The groups a batch parses only to refuse, with one message, when one of them is given.
+REFUSED = "_refused"
+
+
+def _refuse_groups(p: argparse.ArgumentParser, *titles: str) -> None:
+    """Hide the options of the groups titled ``titles`` from ``--help``, and record them.
+
+    They stay parseable, so a command can refuse them in one clear line rather than
+    argparse's "unrecognized arguments"; ``args._refused`` holds ``(flag, dest, default)``
+    of each.
+    """
+    refused = []
+    for group in p._action_groups:
+        if group.title in titles:
+            group.title = group.description = None  # an empty section prints nothing
+            for action in group._group_actions:
+                action.help = argparse.SUPPRESS
+                refused.append((action.option_strings[-1], action.dest, action.default))
+    p.set_defaults(**{REFUSED: tuple(refused)})
+
+
+def refused_given(args: argparse.Namespace) -> list[str]:
+    """The flags of refused options (:func:`_refuse_groups`) that ``args`` sets."""
+    return [flag for flag, dest, default in getattr(args, REFUSED, ())
+            if getattr(args, dest) != default]

@@ -69,3 +69,33 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert json.loads(out.stdout) == []
+
+
+def test_batch_help_lists_no_option_batch_refuses(capsys):
+    """--help shows what batch takes; the network and robotics options are not listed."""
+    assert cli.main(["batch", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "--segment-seconds" in shown and "--raw-format" in shown
+    for flag in ("--zmq", "--rosbag", "--foxglove", "--mcap", "--pointcloud", "--fov",
+                 "--known-distance", "ROS 2 and Foxglove", "network output"):
+        assert flag not in shown, flag
+
+
+@pytest.mark.parametrize("extra", [["--zmq", "tcp://127.0.0.1:5599"], ["--fov", "70"],
+                                   ["--rosbag", "bag", "--known-distance", "1,2,3"]])
+def test_batch_refuses_a_hidden_option_in_one_line_before_any_work(extra, tmp_path, capsys):
+    out = tmp_path / "out"
+    status = cli.main(["batch", str(tmp_path / "missing.mp4"), "-o", str(out), *extra])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("depthstream: error: ")
+    flags = [word for word in extra if word.startswith("--")]
+    assert err.split(": ")[2] == ", ".join(flags)
+    assert "batch writes videos and raw depth" in err
+    assert not out.exists()
+
+
+def test_convert_still_lists_the_options_batch_hides(capsys):
+    assert cli.main(["convert", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "--zmq" in shown and "--rosbag" in shown and "ROS 2 and Foxglove" in shown
