@@ -6,7 +6,7 @@ as ``depthstream``. This shim only makes a checkout work without installing.
 
 import sys
 
-from stream.cli import main
+from stream.__main__ import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -404,11 +404,12 @@ def _error(exc: BaseException) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status instead of exiting."""
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
+    except KeyboardInterrupt as exc:  # Ctrl+C before the command's handlers are set
+        return _interrupted_status(exc)
     try:
         with _sigterm_stops_the_run():
             return int(args.func(args))

@@ -60,7 +60,7 @@ def test_the_wheel_holds_the_package_and_nothing_beside_it(wheel: Path) -> None:
     assert "stream/cli.py" in names and "cli.py" not in names
     assert "stream/models/depth_anything_v2_vits.schema.json" in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "depthstream = stream.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "depthstream = stream.__main__:run" in zipfile.ZipFile(wheel).read(entry).decode()
     metadata = next(n for n in names if n.endswith("METADATA"))
     assert "License-Expression: MIT" in zipfile.ZipFile(wheel).read(metadata).decode()
 

@@ -175,3 +175,44 @@ def test_after_kill_9_the_next_run_in_the_folder_removes_the_stale_temporary(
     assert not stale[0].exists() and not reserve[0].exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "second.mp4"]
     assert np.array(read_video(tmp_path / "second.mp4")["pts"]).size == 60
+
+
+# ------------------------------------------------------- Ctrl+C before the command runs
+
+_EARLY_CHILD = """
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.path[:0] = [{root!r}]
+
+
+class CtrlC:  # Ctrl+C lands while {module} is being imported
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            raise KeyboardInterrupt
+        return None
+
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = [{shim!r}, "info"]
+import runpy
+runpy.run_path({shim!r}, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("module", ["stream.cli", "stream.cli_args"])
+def test_ctrl_c_while_the_command_loads_is_one_line_and_130(module):
+    """The moment before main() handles signals: no traceback, the interrupted line."""
+    code = _EARLY_CHILD.format(root=str(ROOT), module=module, shim=str(ROOT / "cli.py"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "depthstream: interrupted\n"
+
+
+def test_ctrl_c_while_the_arguments_are_parsed_is_one_line_and_130(monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("stream.cli_args.build_parser", interrupted)
+    assert main(["info"]) == 130
+    assert capsys.readouterr().err == "depthstream: interrupted\n"
