@@ -256,6 +256,10 @@ class Speed:
         return (f"int8 {self.int8_ms:.1f} ms, fp32 {self.fp32_ms:.1f} ms per "
                 f"{self.shape[-2]}x{self.shape[-1]} input")
 
+    def slower_note(self) -> str:
+        """The line that says int8 ran slower than fp32 on the machine this was timed on."""
+        return f"int8 is slower than fp32 on this machine ({self.summary()})"
+
 
 @dataclass(frozen=True)
 class Int8Model:
@@ -309,7 +313,7 @@ def int8_verdict(check: Agreement | None, speed: Speed | None,
         problems.append(f"int8 was not timed against fp32 on this machine{where}; "
                         "--precision int8 times it, once")
     elif not speed.faster:
-        problems.append(f"int8 is slower than fp32 on this machine ({speed.summary()})")
+        problems.append(speed.slower_note())
     if problems:
         return False, "; ".join(problems)
     return True, f"{why}; faster than fp32 here ({speed.summary()})"

@@ -46,17 +46,23 @@ def model_facts(name: str) -> dict[str, str]:
 
 
 def precision_warning(described: Mapping[str, Any]) -> str | None:
-    """The warning for an estimator that runs int8 although int8's self-check failed.
+    """The warning for an estimator that runs int8 where ``auto`` would run fp32.
+
+    That is: int8's self-check failed, or it was timed slower than fp32 on this machine.
 
     Args:
         described: the estimator's :meth:`~stream.engines.estimator.DepthEstimator.describe`.
     """
     if described.get("precision") != "int8":
         return None
-    from stream.engines.quantize import Agreement, agreement_passes
+    from stream.engines.quantize import Agreement, Speed, agreement_passes
 
     passed, why = agreement_passes(Agreement.from_dict(described.get("int8_agreement")))
-    return None if passed else f"{why}; serve --precision auto would use fp32"
+    problems = [] if passed else [why]
+    speed = Speed.from_dict(described.get("int8_speed"))
+    if speed is not None and not speed.faster:
+        problems.append(speed.slower_note())
+    return f"{'; '.join(problems)}; serve --precision auto would use fp32" if problems else None
 
 
 class ModelChoice:

@@ -238,6 +238,31 @@ def test_int8_past_a_failed_self_check_is_in_the_job_s_status(tmp_path: Path,
         app.extensions["depthstream"].close()
 
 
+SLOWER = {"fp32_ms": 61.0, "int8_ms": 75.5, "shape": [1, 3, 196, 252], "machine": "here",
+          "rounds": 5}
+FASTER = {**SLOWER, "int8_ms": 30.5}
+
+
+@pytest.mark.parametrize(("check", "speed", "expected"), [
+    (PASSED_CHECK, FASTER, None),
+    (PASSED_CHECK, None, None),  # not timed: nothing to say about speed
+    (PASSED_CHECK, SLOWER, "int8 is slower than fp32 on this machine (int8 75.5 ms, fp32 "
+                           "61.0 ms per 196x252 input); serve --precision auto would use fp32"),
+    (FAILED_CHECK, SLOWER, "int8 differs from fp32"),
+])
+def test_the_int8_warning_says_when_int8_is_slower_here(check, speed, expected) -> None:
+    described = {"precision": "int8", "int8_agreement": check, "int8_speed": speed}
+    warning = precision_warning(described)
+    if expected is None:
+        assert warning is None
+        return
+    assert warning.startswith(expected)
+    assert warning.endswith("; serve --precision auto would use fp32")
+    if check is FAILED_CHECK:  # both reasons, in one line
+        assert "; int8 is slower than fp32 on this machine (" in warning
+    assert precision_warning({**described, "precision": "fp32"}) is None
+
+
 def test_serve_builds_the_default_from_its_weights_and_others_from_the_cache(
         weights_file: Path, no_download: None, monkeypatch: pytest.MonkeyPatch) -> None:
     cached = cache_checkpoint("dav2-small")
