@@ -350,6 +350,24 @@ FIGURES: dict[str, tuple[tuple[str, ...], str | None]] = {
         rf"\| `dav2-small` \| [\d.]+ \| {_N} \|",
         rf"\| `dav2-small` \|[^|]*\| [\d.]+ / {_N} \|",
     ), None),
+    "Depth Anything V2 Small at 266x350, fp32 on this CPU (ms)": ((
+        rf"266x350 input \| this CPU \(VNNI\) \| capped at AVX2 \| \| --- \| ---: \| ---: \| "
+        rf"\| fp32 \| {_N} \|",
+        rf"266x350 takes {_N} ms in fp32",
+    ), None),
+    "Depth Anything V2 Small at 266x350, int8 all layers on this CPU (ms)": ((
+        rf"\| int8, all layers \| {_N} \(",
+        rf"ms in fp32 and {_N} ms in int8 \(all layers\)",
+    ), None),
+    "Depth Anything V2 Small at 266x350, fp32 capped at AVX2 (ms)": ((
+        rf"266x350 input \| this CPU \(VNNI\) \| capped at AVX2 \| \| --- \| ---: \| ---: \| "
+        rf"\| fp32 \| [\d.]+ \| {_N} \|",
+        rf"\(no VNNI\) [\d.]+ ms in int8 against {_N} ms",
+    ), None),
+    "Depth Anything V2 Small at 266x350, int8 all layers capped at AVX2 (ms)": ((
+        rf"\| int8, all layers \| [\d.]+ \([\d.]+x\) \| {_N} \(",
+        rf"\(no VNNI\) {_N} ms in int8",
+    ), None),
     "Depth Anything V2 Small on DA-2K, published (%)": ((
         rf"DA-2K {_N} % of point pairs",
         rf"\*\*{_N} %\*\* correct",
