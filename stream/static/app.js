@@ -188,7 +188,10 @@ function showResult(job) {
   if (i.units === "m") facts.push("depth in metres");
   if (i.width && i.height) facts.push(`${i.width}\u00d7${i.height}`);
   if (i.frames) facts.push(`${i.frames} frames`);
-  if (i.inference_ms !== undefined) facts.push(`network ${Math.round(i.inference_ms)} ms`);
+  if (i.inference_ms !== undefined) {
+    const side = i.input_size ? ` at input ${i.input_size}` : "";
+    facts.push(`network ${Math.round(i.inference_ms)} ms${side}`);
+  }
   if (i.fps_processed) facts.push(`${i.fps_processed.toFixed(1)} fps`);
   if (i.elapsed_ms !== undefined) facts.push(`total ${(i.elapsed_ms / 1000).toFixed(2)} s`);
   const p = $("result-info");

@@ -385,6 +385,7 @@ def test_a_model_is_chosen_per_job_and_its_warning_and_metres_are_shown(
             info = page.inner_text("#result-info")
             assert "Depth Anything V2 Small, metric indoor (Hypersim) (int8)" in info
             assert "depth in metres" in info
+            assert f"at input {DAV2_METRIC_INDOOR_SPEC.input.side}" in info  # a picture's size
             assert page.is_visible("#warnings")
             assert page.inner_text("#warnings").startswith(
                 "Warning: int8 differs from fp32 on this checkpoint")

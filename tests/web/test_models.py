@@ -329,13 +329,15 @@ def test_video_jobs_and_the_live_view_run_at_the_model_s_own_sides(tmp_path: Pat
         server = app.extensions["depthstream"]
         try:
             client = app.test_client()
-            assert wait_done(client, post(client, png_bytes(frame)).get_json()["id"])[
-                "status"] == "done"
+            done = wait_done(client, post(client, png_bytes(frame)).get_json()["id"])
+            assert done["status"] == "done", done["error"]
+            assert done["info"]["input_size"] == sides["picture"]
             clip = make_clip(tmp_path / "clip.mp4", frames=2, size_wh=(64, 48), audio=False)
             job = wait_done(client, client.post(
                 "/api/jobs", data={"file": (io.BytesIO(clip.read_bytes()), "clip.mp4")},
                 content_type="multipart/form-data").get_json()["id"])
             assert job["status"] == "done", job["error"]
+            assert job["info"]["input_size"] == sides["video"]
             seen = len(backend.shapes)
             stream_resp = client.get("/live/stream.mjpg", buffered=False)
             next(iter(stream_resp.response))
