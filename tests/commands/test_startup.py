@@ -197,7 +197,7 @@ def test_a_garbage_file_with_no_cached_model_is_a_one_line_weights_error(
 
 
 def test_argument_errors_do_not_import_heavy_modules(tmp_path: Path) -> None:
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import cli; "
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import stream.cli as cli; "
             "rc = cli.main(['convert', 'x.mp4', '--precision', 'int4']); "
             f"print(rc, [m for m in {HEAVY + ('openvino', 'av')!r} if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

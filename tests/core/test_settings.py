@@ -98,7 +98,7 @@ def test_cli_choices_come_from_the_enums():
 
 def test_argument_error_is_fast_and_imports_nothing_heavy(tmp_path):
     code = (
-        "import sys, cli\n"
+        "import sys\nimport stream.cli as cli\n"
         "rc = cli.main(['convert', 'x.mp4', '-o', 'y.mp4', '--smooth', '2'])\n"
         "heavy = [m for m in ('torch', 'timm', 'openvino', 'av') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"

@@ -105,7 +105,7 @@ def test_sigterm_stops_the_server_cleanly_within_ten_seconds(weights_file: Path,
     data_dir = tmp_path / "data"
     # Signal dispositions set explicitly: pytest may run in the background (SIGINT ignored).
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "signal.signal(signal.SIGTERM, signal.SIG_DFL); import cli; "
+            "signal.signal(signal.SIGTERM, signal.SIG_DFL); import stream.cli as cli; "
             "sys.exit(cli.main(sys.argv[1:]))")
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "serve", "--port", "0", "--data-dir", str(data_dir),
