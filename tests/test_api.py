@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from support.clips import NTSC, make_clip, pattern, read_video
-from support.fakes import cheap_estimator
+from support.fakes import CheapBackend, cheap_estimator
 from support.mjpeg import MjpegServer
 
 import stream.api as api
@@ -20,6 +20,7 @@ from stream.api import DepthStream, clear_cache, estimate
 from stream.core.errors import ConfigError, PipelineError, SourceError, WeightsError
 from stream.engines.estimator import DepthEstimator
 from stream.engines.factory import create_backend
+from stream.models.registry import get_spec
 
 
 @pytest.fixture
@@ -292,3 +293,36 @@ def test_live_stream_ends_when_the_camera_stops(tmp_path: Path) -> None:
         assert not stream.running
         assert stream.latest(timeout=0) is None
     assert _pipeline_threads() == []
+
+
+class _Dav2Sides(CheapBackend):
+    """TEST DOUBLE of a Depth Anything backend that records each input's shape."""
+
+    spec = get_spec("dav2-small")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def infer(self, x: np.ndarray) -> np.ndarray:  # noqa: D102
+        self.shapes.append(x.shape[2:])
+        return super().infer(x)
+
+
+@pytest.mark.parametrize(("live", "input_size", "side"), [
+    (False, None, "video"), (True, None, "live"), (False, 266, 266)])
+def test_a_given_estimator_runs_at_the_side_for_the_source(tmp_path: Path, live: bool,
+                                                           input_size: int | None,
+                                                           side: str | int) -> None:
+    """A built estimator without an input size takes the use's side, as a loaded one does."""
+    clip = make_clip(tmp_path / "c.mp4", frames=4, size_wh=(64, 48), audio=False)
+    backend = _Dav2Sides()
+    estimator = DepthEstimator(backend, input_size)
+    with DepthStream(clip, estimator=estimator, live=live) as stream:
+        frames = list(stream)
+    assert frames
+    spec = backend.spec
+    expected = {"video": spec.video_side, "live": spec.live_side}.get(side, side)
+    assert set(backend.shapes) == {spec.input.network_size(48, 64, expected)}
+    assert backend.calls == len(backend.shapes)
+    estimator.close()
