@@ -298,7 +298,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from stream.engines.report import model_report
 
-    report = model_report(args.weights, args.precision, model=args.model)
+    report = model_report(args.weights, args.precision, model=args.model,
+                          input_size=args.input_size)
     if args.json:
         import json
 
@@ -310,6 +311,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     output = "depth in metres" if report["output"] == "metric" else "relative inverse depth"
     lines = [
         ("model", f"{report['model']} ({output})"),
+        ("input size", ", ".join(f"{side} {use}" for use, side in report["input_sizes"].items())
+         + (" (--input-size)" if args.input_size else "")),
         ("weights", f"{report['weights']} ({report['size_bytes']} bytes, "
                     f"sha256 {report['sha256'][:16]}...)"),
         ("model cache", report["cache"]),

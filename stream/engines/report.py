@@ -29,7 +29,8 @@ __all__ = ["model_report"]
 
 
 def model_report(weights: str | os.PathLike | None = None, precision: str | None = None,
-                 progress: bool = True, model: str | ModelSpec | None = None) -> dict[str, Any]:
+                 progress: bool = True, model: str | ModelSpec | None = None,
+                 input_size: int | None = None) -> dict[str, Any]:
     """What the model cache holds for a checkpoint (``depthstream info``), as JSON.
 
     Args:
@@ -40,9 +41,11 @@ def model_report(weights: str | os.PathLike | None = None, precision: str | None
             nothing.
         progress: print one-time work and progress bars to stderr.
         model: the network (a ``--model`` name or spec); default MiDaS v2.1 small.
+        input_size: ``--input-size``: one input side for every use.
 
     Returns:
-        The checkpoint, the cache, ``fp32_model`` and ``int8_model`` (folders or
+        The network input side per use (``input_sizes``: pictures, video files, live),
+        the checkpoint, the cache, ``fp32_model`` and ``int8_model`` (folders or
         ``None``), ``int8_agreement`` (the self-check), ``int8_layers`` (the variant
         kept), ``int8_speed`` (fp32 and int8 milliseconds, the shape and the machine they
         were timed on), ``machine`` (this one) and ``auto`` (what it uses, and why).
@@ -55,6 +58,10 @@ def model_report(weights: str | os.PathLike | None = None, precision: str | None
     from stream.models.weights import check_file, resolve_path
 
     spec = get_spec(model)
+    if input_size is not None:
+        spec.input.network_size(480, 640, input_size)  # checks it
+    sides = {use: input_size or spec.default_side(live=use == "live", video=use == "video files")
+             for use in ("pictures", "video files", "live")}
     path = check_file(resolve_path(weights, spec.checkpoint, download_missing=False),
                       spec.checkpoint)
     root = openvino_cache_dir()
@@ -65,7 +72,8 @@ def model_report(weights: str | os.PathLike | None = None, precision: str | None
     source = fingerprint(path, root)
     threads = default_threads()
     report: dict[str, Any] = {
-        "model": spec.name, "output": spec.output.value, "weights": str(source.path),
+        "model": spec.name, "output": spec.output.value, "input_sizes": sides,
+        "weights": str(source.path),
         "size_bytes": source.size, "sha256": source.digest,
         "cache": str(root), "openvino": package_version("openvino"),
         "nncf": package_version("nncf"), "threads": threads,

@@ -143,3 +143,27 @@ def test_info_int8_works_from_the_package_alone(weights_file: Path, tmp_path: Pa
     assert speed["machine"] == report["machine"] and speed["shape"] == list(SHAPE)
     assert speed["fp32_ms"] > 0 and speed["int8_ms"] > 0
     assert "quantizing" in done.stderr and "int8 ready" in done.stderr
+
+
+@pytest.mark.parametrize(("model", "input_size", "sides"), [
+    ("dav2-small", None, {"pictures": 518, "video files": 364, "live": 196}),
+    ("midas-small", None, {"pictures": 256, "video files": 256, "live": 256}),
+    ("dav2-metric-indoor", 280, {"pictures": 280, "video files": 280, "live": 280}),
+])
+def test_info_says_the_input_size_of_each_use(weights_file: Path, model: str,
+                                              input_size: int | None, sides: dict,
+                                              capsys: pytest.CaptureFixture) -> None:
+    """Nothing is loaded for this: the sizes come from the model's spec (or --input-size)."""
+    report = model_report(weights_file, model=model, input_size=input_size)
+    assert report["input_sizes"] == sides
+    argv = ["info", "--weights", str(weights_file), "--model", model]
+    assert cli.main(argv + (["--input-size", str(input_size)] if input_size else [])) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("input size:"))
+    assert line == ("input size:      " + ", ".join(f"{v} {k}" for k, v in sides.items())
+                    + (" (--input-size)" if input_size else ""))
+
+
+def test_info_refuses_an_input_size_the_model_cannot_take(weights_file: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["info", "--weights", str(weights_file), "--input-size", "5"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
