@@ -211,8 +211,9 @@ class DepthStream:
             for cameras and URLs, ``False`` for files; a file with ``live=True`` is
             played at its frame rate, as a camera would deliver it.
         estimator: a built :class:`~stream.engines.estimator.DepthEstimator` to use instead of
-            loading ``weights`` (the stream does not close it). Built without an input
-            size, it runs at the model's side for this use, as a loaded one does
+            loading ``weights`` (the stream does not close it). It runs at
+            ``input_size`` when given, else at its own input size, else at the model's
+            side for this use, as a loaded one does
             (:meth:`~stream.engines.estimator.DepthEstimator.sized_for`).
         robot: the camera model (``frame.camera``, ``frame.points()``), known distances
             for metric points, and ROS 2 bag / Foxglove / MCAP outputs, as
@@ -257,9 +258,11 @@ class DepthStream:
                 owns = estimator is None
                 if estimator is None:
                     estimator = make_estimator(settings, live=opened.info.live)
-                elif isinstance(estimator, DepthEstimator):  # the use's side, as above
-                    estimator = estimator.sized_for(live=opened.info.live,
-                                                    video=not opened.info.live)
+                elif isinstance(estimator, DepthEstimator):
+                    # the size asked for, else its own, else the use's (as make_estimator)
+                    estimator = (estimator.at_input_size(input_size) if input_size is not None
+                                 else estimator.sized_for(live=opened.info.live,
+                                                          video=not opened.info.live))
             # A consumer that takes its time holds a file back (nothing is lost) and
             # sees only the newest result of a live source.
             policy = DropPolicy.LATEST if opened.info.live else DropPolicy.BLOCK

@@ -309,16 +309,17 @@ class _Dav2Sides(CheapBackend):
         return super().infer(x)
 
 
-@pytest.mark.parametrize(("live", "input_size", "side"), [
-    (False, None, "video"), (True, None, "live"), (False, 266, 266)])
+@pytest.mark.parametrize(("live", "own", "asked", "side"), [
+    (False, None, None, "video"), (True, None, None, "live"), (False, 266, None, 266),
+    (True, 266, 280, 280), (False, None, 280, 280)])
 def test_a_given_estimator_runs_at_the_side_for_the_source(tmp_path: Path, live: bool,
-                                                           input_size: int | None,
+                                                           own: int | None, asked: int | None,
                                                            side: str | int) -> None:
-    """A built estimator without an input size takes the use's side, as a loaded one does."""
+    """``input_size``, else the estimator's own, else the use's side (as a loaded one)."""
     clip = make_clip(tmp_path / "c.mp4", frames=4, size_wh=(64, 48), audio=False)
     backend = _Dav2Sides()
-    estimator = DepthEstimator(backend, input_size)
-    with DepthStream(clip, estimator=estimator, live=live) as stream:
+    estimator = DepthEstimator(backend, own)
+    with DepthStream(clip, estimator=estimator, live=live, input_size=asked) as stream:
         frames = list(stream)
     assert frames
     spec = backend.spec

@@ -11,6 +11,7 @@ touches no files itself (:func:`create_estimator` reads the weights through
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -77,6 +78,9 @@ class DepthEstimator:
         >>> depth, ms = est.predict(rgb)  # doctest: +SKIP
     """
 
+    is_view = False
+    """Whether this is a view (:meth:`at_input_size`) on another estimator's backend."""
+
     def __init__(self, backend: Backend, input_size: int | None = None) -> None:
         self.backend = backend
         self.spec: ModelSpec = getattr(backend, "spec", None) or MIDAS_SMALL_SPEC
@@ -136,29 +140,34 @@ class DepthEstimator:
         """This estimator at the model's default input side for live input or video files.
 
         An input size chosen at construction stays; without one, the spec's
-        :meth:`~stream.models.spec.ModelSpec.default_side` for the use is taken. The
-        result shares this estimator's backend: close this one, not the view (closing
-        the view closes nothing).
+        :meth:`~stream.models.spec.ModelSpec.default_side` for the use is taken (see
+        :meth:`at_input_size`).
         """
         if self.input_size is not None:
             return self
         side = self.spec.default_side(live=live, video=video)
-        return self if side == self.spec.input.side else self._view(side)
+        return self if side == self.spec.input.side else self.at_input_size(side)
 
-    def _view(self, input_size: int) -> DepthEstimator:
-        """A view on the same backend at ``input_size`` (closing it closes nothing)."""
-        return _SizedView(self.backend, input_size)
+    def at_input_size(self, input_size: int) -> DepthEstimator:
+        """This estimator at another input side: a view on the same backend.
+
+        The view is a copy of this estimator (a subclass keeps its own behaviour) that
+        closes nothing: close this one, not the view.
+
+        Raises:
+            ConfigError: the model cannot take ``input_size``.
+        """
+        if input_size == self.input_size:
+            return self
+        self.spec.input.network_size(480, 640, input_size)  # checks it
+        view = copy.copy(self)
+        view.input_size, view.is_view = input_size, True
+        return view
 
     def close(self) -> None:
-        """Close the backend."""
-        self.backend.close()
-
-
-class _SizedView(DepthEstimator):
-    """An estimator on another's backend at another input side; the owner closes it."""
-
-    def close(self) -> None:
-        """Nothing: the backend belongs to the estimator this view was made from."""
+        """Close the backend (a view made by :meth:`at_input_size` closes nothing)."""
+        if not self.is_view:
+            self.backend.close()
 
 
 class TurnLock:
@@ -237,23 +246,18 @@ class SharedEstimator(DepthEstimator):
                 depth, _ = self.inner.predict(rgb)
             yield tag, depth
 
-    def _view(self, input_size: int) -> DepthEstimator:
-        """A view at ``input_size`` that takes turns on this estimator's lock."""
-        view = _SharedView(self.inner._view(input_size))
-        view.lock = self.lock
+    def at_input_size(self, input_size: int) -> DepthEstimator:
+        """A view at another input side that takes turns on this estimator's lock."""
+        view = super().at_input_size(input_size)
+        if view is not self:
+            view.inner = self.inner.at_input_size(input_size)
         return view
 
     def close(self) -> None:
-        """Close the wrapped estimator (after a call in progress ends)."""
-        with self.lock:
-            self.inner.close()
-
-
-class _SharedView(SharedEstimator):
-    """A :class:`SharedEstimator` view at another input side; the owner closes it."""
-
-    def close(self) -> None:
-        """Nothing: the backend belongs to the estimator this view was made from."""
+        """Close the wrapped estimator (after a call in progress ends); a view: nothing."""
+        if not self.is_view:
+            with self.lock:
+                self.inner.close()
 
 
 def create_estimator(

@@ -10,8 +10,10 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 from engines.test_estimator import EchoBackend
+from stream.core.errors import ConfigError
 from stream.engines.estimator import DepthEstimator, SharedEstimator
 from stream.models.registry import DAV2_SMALL_SPEC, MIDAS_SMALL_SPEC
 
@@ -81,3 +83,38 @@ def test_a_shared_estimator_s_view_takes_turns_on_the_same_lock():
     assert backend.closed == 0
     shared.close()
     assert backend.closed == 1
+
+
+class _Counting(DepthEstimator):
+    """A user's subclass that counts its pictures."""
+
+    def __init__(self, backend, input_size=None) -> None:
+        super().__init__(backend, input_size)
+        self.count = 0
+
+    def predict(self, rgb):  # noqa: D102
+        self.count += 1
+        return super().predict(rgb)
+
+
+def test_a_subclass_s_view_keeps_its_behaviour_alone_or_shared():
+    backend = SpecEcho(DAV2_SMALL_SPEC)
+    counting = _Counting(backend)
+    view = counting.sized_for(live=True)
+    assert isinstance(view, _Counting) and view.input_size == 196
+    view.predict(FRAME)
+    assert view.count == 1 and counting.count == 0  # the view counts for itself
+    shared = SharedEstimator(_Counting(backend))
+    shared_view = shared.sized_for(video=True)
+    shared_view.predict(FRAME)
+    assert isinstance(shared_view.inner, _Counting) and shared_view.inner.count == 1
+    assert [s[2:] for s in backend.shapes] == [_input_hw(196), _input_hw(364)]
+
+
+def test_at_input_size_checks_the_size_and_keeps_the_estimator_at_its_own():
+    estimator = DepthEstimator(SpecEcho(DAV2_SMALL_SPEC), input_size=266)
+    assert estimator.at_input_size(266) is estimator
+    with pytest.raises(ConfigError):
+        estimator.at_input_size(5)
+    view = estimator.at_input_size(280)
+    assert view.input_size == 280 and view.is_view and not estimator.is_view
