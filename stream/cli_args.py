@@ -374,20 +374,30 @@ def _refuse_groups(p: argparse.ArgumentParser, *titles: str) -> None:
     """Hide the options of the groups titled ``titles`` from ``--help``, and record them.
 
     They stay parseable, so a command can refuse them in one clear line rather than
-    argparse's "unrecognized arguments"; ``args._refused`` holds ``(flag, dest, default)``
-    of each.
+    argparse's "unrecognized arguments": each is left out of the parsed arguments unless
+    given (even with its default value), and ``args._refused`` holds ``(flag, dest,
+    default)`` of each (:func:`refused_given`).
     """
     refused = []
     for group in p._action_groups:
         if group.title in titles:
             group.title = group.description = None  # an empty section prints nothing
             for action in group._group_actions:
-                action.help = argparse.SUPPRESS
                 refused.append((action.option_strings[-1], action.dest, action.default))
+                action.help = action.default = argparse.SUPPRESS
     p.set_defaults(**{REFUSED: tuple(refused)})
 
 
 def refused_given(args: argparse.Namespace) -> list[str]:
-    """The flags of refused options (:func:`_refuse_groups`) that ``args`` sets."""
-    return [flag for flag, dest, default in getattr(args, REFUSED, ())
-            if getattr(args, dest) != default]
+    """The flags of refused options (:func:`_refuse_groups`) given in ``args``.
+
+    Those not given get their defaults back in ``args``, so the settings built from it
+    are the ones every command has.
+    """
+    given = []
+    for flag, dest, default in getattr(args, REFUSED, ()):
+        if hasattr(args, dest):
+            given.append(flag)
+        else:
+            setattr(args, dest, default)
+    return given

@@ -82,14 +82,16 @@ def test_batch_help_lists_no_option_batch_refuses(capsys):
 
 
 @pytest.mark.parametrize("extra", [["--zmq", "tcp://127.0.0.1:5599"], ["--fov", "70"],
-                                   ["--rosbag", "bag", "--known-distance", "1,2,3"]])
+                                   ["--rosbag", "bag", "--known-distance", "1,2,3"],
+                                   ["--stamp-origin", "video"], ["--zmq-jpeg"],
+                                   ["--point-step", "4", "--frame-id", "camera"]])
 def test_batch_refuses_a_hidden_option_in_one_line_before_any_work(extra, tmp_path, capsys):
     out = tmp_path / "out"
     status = cli.main(["batch", str(tmp_path / "missing.mp4"), "-o", str(out), *extra])
     assert status == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("depthstream: error: ")
-    flags = [word for word in extra if word.startswith("--")]
+    flags = [word for word in extra if word.startswith("--")]  # default values too
     assert err.split(": ")[2] == ", ".join(flags)
     assert "batch writes videos and raw depth" in err
     assert not out.exists()
@@ -99,3 +101,13 @@ def test_convert_still_lists_the_options_batch_hides(capsys):
     assert cli.main(["convert", "--help"]) == 0
     shown = capsys.readouterr().out
     assert "--zmq" in shown and "--rosbag" in shown and "ROS 2 and Foxglove" in shown
+
+
+def test_batch_without_refused_options_gets_every_default_back():
+    """The settings a batch builds see the same robot and ZeroMQ defaults as convert's."""
+    parser = cli_args.build_parser()
+    batch = parser.parse_args(["batch", "in", "-o", "out"])
+    assert cli_args.refused_given(batch) == []
+    convert = vars(parser.parse_args(["convert", "in.mp4", "-o", "out.mp4"]))
+    for _, dest, _ in batch._refused:
+        assert getattr(batch, dest) == convert[dest], dest

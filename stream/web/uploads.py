@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from stream.core.errors import SourceError, StreamError
+from stream.models.registry import get_spec
 from stream.sources.capture import FileSource, read_image
 
 from .config import MB, ServerConfig
@@ -331,6 +332,11 @@ class UploadChecker:
 
 
 def cache_key(digest: str, kind: JobKind, settings: JobSettings, model_tag: str) -> str:
-    """The key two uploads share exactly when their results would be the same."""
-    return hashlib.sha256(json.dumps([digest, kind.value, settings.to_dict(), model_tag],
+    """The key two uploads share exactly when their results would be the same.
+
+    The model's default input side for the job's kind is part of it (a chosen
+    ``--input-size`` is in ``model_tag``): results made at another size are not these.
+    """
+    side = get_spec(settings.model).default_side(video=kind is JobKind.VIDEO)
+    return hashlib.sha256(json.dumps([digest, kind.value, settings.to_dict(), model_tag, side],
                                      sort_keys=True).encode()).hexdigest()

@@ -350,3 +350,21 @@ def test_video_jobs_and_the_live_view_run_at_the_model_s_own_sides(tmp_path: Pat
     assert shapes[0] == expected["picture"]
     assert shapes[1:seen] == [expected["video"]] * (seen - 1)
     assert shapes[seen:] and set(shapes[seen:]) == {expected["live"]}
+
+
+def test_the_cache_key_holds_the_input_side_of_the_job_s_kind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A result made at another default side (an older server's) is not this one's."""
+    import dataclasses
+
+    import stream.web.uploads as uploads
+    from stream.web.jobs import JobKind, JobSettings
+
+    settings = JobSettings(model="dav2-small")
+    video, picture_key = (uploads.cache_key("d", kind, settings, "tag")
+                          for kind in (JobKind.VIDEO, JobKind.PICTURE))
+    spec = get_spec("dav2-small")
+    monkeypatch.setattr(uploads, "get_spec",
+                        lambda name: dataclasses.replace(spec, video_side=518))
+    assert uploads.cache_key("d", JobKind.VIDEO, settings, "tag") != video
+    assert uploads.cache_key("d", JobKind.PICTURE, settings, "tag") == picture_key
