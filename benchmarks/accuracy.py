@@ -263,25 +263,27 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path = check_file(resolve_path(args.weights, spec.checkpoint), spec.checkpoint)
             origin = str(args.weights) if args.weights else f"default ({path})"
+        spec.input.network_size(480, 640, args.input_size)  # before any model loads
         backends = {p: create_backend(args.backend if p == "fp32" else "openvino", weights=path,
                                       threads=args.threads, precision=p, progress=True,
                                       model=spec)
                     for p in precisions}
-        estimators = {p: DepthEstimator(b, args.input_size) for p, b in backends.items()}
     except (WeightsError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    estimators = {p: DepthEstimator(b, args.input_size) for p, b in backends.items()}
 
     left_rgb, _, disparity_px = skimage.data.stereo_motorcycle()
     gt_inv = disparity_to_inverse_depth(disparity_px)
     rows, times = [], {}
-    for p, estimator in estimators.items():
-        try:
+    try:
+        for p, estimator in estimators.items():
             estimator.predict(left_rgb)  # warm-up
             depth, times[p] = estimator.predict(left_rgb)
-        finally:
+            rows += score(f"{spec.title} {p}", depth, spec.metric, gt_inv)
+    finally:
+        for estimator in estimators.values():
             estimator.close()
-        rows += score(f"{spec.title} {p}", depth, spec.metric, gt_inv)
     # a flat picture, for scale: what alignment alone achieves with no depth cue
     rows.append(("constant (baseline)", evaluate(np.zeros_like(depth), gt_inv)))
     backend = backends["fp32"]

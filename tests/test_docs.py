@@ -368,6 +368,46 @@ FIGURES: dict[str, tuple[tuple[str, ...], str | None]] = {
         rf"\| int8, all layers \| [\d.]+ \([\d.]+x\) \| {_N} \(",
         rf"\(no VNNI\) {_N} ms in int8",
     ), None),
+    "Depth Anything V2 Small, linear layers fp32 with VNNI (ms)": ((
+        rf"linear layers: {_N} to",
+        rf"MatMul\) drop from {_N} ms in fp32",
+    ), None),
+    "Depth Anything V2 Small, linear layers int8 with VNNI (ms)": ((
+        rf"linear layers: [\d.]+ to {_N} ms with VNNI",
+        rf"ms in fp32 to {_N} ms in int8 and the convolutions",
+    ), None),
+    "Depth Anything V2 Small, linear layers fp32 capped at AVX2 (ms)": ((
+        rf"ms with VNNI, {_N} to [\d.]+ ms without",
+        rf"linear layers rise from {_N} ms",
+    ), None),
+    "Depth Anything V2 Small, linear layers int8 capped at AVX2 (ms)": ((
+        rf"ms with VNNI, [\d.]+ to {_N} ms without",
+        rf"rise from [\d.]+ ms to {_N} ms in int8",
+    ), None),
+    "Depth Anything V2 Small, KITTI AbsRel, published": ((
+        rf"KITTI AbsRel {_N}, NYU-D AbsRel",
+        rf"DIODE, δ1 \| \| (?:---: \| )+\| {_N} \|",
+    ), None),
+    "Depth Anything V2 Small, NYU-D AbsRel, published": ((
+        rf"NYU-D AbsRel {_N} \(paper",
+        rf"DIODE, δ1 \| \| (?:---: \| )+\| [\d.]+ \| [\d.]+ \| {_N} \|",
+    ), None),
+    "Depth Anything V2 Small fine-tuned on NYU-D, δ1, published": ((
+        rf"NYU-D fine-tune: δ1 {_N}\)",
+        rf"NYU Depth V2 \(indoor\) gives δ1 {_N}",
+    ), None),
+    "Depth Anything V2 Small fine-tuned on KITTI, δ1, published": ((
+        rf"KITTI fine-tune: δ1 {_N}\)",
+        rf"fine-tuned on KITTI \(driving\), δ1 {_N}",
+    ), None),
+    "MiDaS v2.1 small, ETH3D AbsRel, published": ((
+        rf"ETH3D AbsRel {_N}, Sintel",
+        rf"TUM, δ>1\.25 \(%\) \| \| (?:---: \| )+\| [\d.]+ \| {_N} \|",
+    ), None),
+    "MiDaS v2.1 small, Sintel AbsRel, published": ((
+        rf"Sintel AbsRel {_N} \(MiDaS README\)",
+        rf"TUM, δ>1\.25 \(%\) \| \| (?:---: \| )+\| [\d.]+ \| [\d.]+ \| {_N} \|",
+    ), None),
     "Depth Anything V2 Small on DA-2K, published (%)": ((
         rf"DA-2K {_N} % of point pairs",
         rf"\*\*{_N} %\*\* correct",
@@ -426,17 +466,20 @@ FIGURES: dict[str, tuple[tuple[str, ...], str | None]] = {
         rf"{_N} for pictures \(the reference's\)",
         rf"at its picture size, {_N}",
         rf"Depth Anything: both sides at least {_N}\)",
+        rf"Depth Anything: {_N}, \d+ and \d+;",
     ), str(DAV2_SMALL_SPEC.input.side)),
     "Depth Anything input side for video files": ((
         rf"{_N} for video files",
         rf"runs at {_N} on files",
         rf"default video input size \({_N}\)",
+        rf"Depth Anything: \d+, {_N} and \d+;",
     ), str(DAV2_SMALL_SPEC.video_side)),
     "Depth Anything input side for live input": ((
         rf"{_N} for live input",
         rf"and {_N} on live sources",
         rf"live input \({_N} by default\)",
         rf"default live input size \({_N}\)",
+        rf"Depth Anything: \d+, \d+ and {_N};",
     ), str(DAV2_SMALL_SPEC.live_side)),
 }
 
