@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from support.clips import NTSC, make_clip, pattern, read_video
-from support.fakes import CheapBackend, cheap_estimator
+from support.fakes import ShapeRecorder, cheap_estimator
 from support.mjpeg import MjpegServer
 
 import stream.api as api
@@ -20,7 +20,6 @@ from stream.api import DepthStream, clear_cache, estimate
 from stream.core.errors import ConfigError, PipelineError, SourceError, WeightsError
 from stream.engines.estimator import DepthEstimator
 from stream.engines.factory import create_backend
-from stream.models.registry import get_spec
 
 
 @pytest.fixture
@@ -295,20 +294,6 @@ def test_live_stream_ends_when_the_camera_stops(tmp_path: Path) -> None:
     assert _pipeline_threads() == []
 
 
-class _Dav2Sides(CheapBackend):
-    """TEST DOUBLE of a Depth Anything backend that records each input's shape."""
-
-    spec = get_spec("dav2-small")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.shapes: list[tuple[int, ...]] = []
-
-    def infer(self, x: np.ndarray) -> np.ndarray:  # noqa: D102
-        self.shapes.append(x.shape[2:])
-        return super().infer(x)
-
-
 @pytest.mark.parametrize(("live", "own", "asked", "side"), [
     (False, None, None, "video"), (True, None, None, "live"), (False, 266, None, 266),
     (True, 266, 280, 280), (False, None, 280, 280)])
@@ -317,7 +302,7 @@ def test_a_given_estimator_runs_at_the_side_for_the_source(tmp_path: Path, live:
                                                            side: str | int) -> None:
     """``input_size``, else the estimator's own, else the use's side (as a loaded one)."""
     clip = make_clip(tmp_path / "c.mp4", frames=4, size_wh=(64, 48), audio=False)
-    backend = _Dav2Sides()
+    backend = ShapeRecorder()
     estimator = DepthEstimator(backend, own)
     with DepthStream(clip, estimator=estimator, live=live, input_size=asked) as stream:
         frames = list(stream)

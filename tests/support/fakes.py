@@ -16,10 +16,11 @@ import numpy as np
 
 from stream.engines.base import Backend
 from stream.engines.estimator import DepthEstimator
-from stream.models.registry import DAV2_METRIC_INDOOR_SPEC
+from stream.models.registry import DAV2_METRIC_INDOOR_SPEC, DAV2_SMALL_SPEC
+from stream.models.spec import ModelSpec
 
-__all__ = ["CheapBackend", "MetricRampBackend", "cheap_estimator", "metric_estimator",
-           "ramp_m"]
+__all__ = ["CheapBackend", "MetricRampBackend", "ShapeRecorder", "cheap_estimator",
+           "metric_estimator", "ramp_m"]
 
 
 class CheapBackend(Backend):
@@ -46,6 +47,23 @@ class CheapBackend(Backend):
             time.sleep(self.delay_s)
         mean = x[0].mean(axis=0).astype(np.float32)
         return cv2.GaussianBlur(mean, (9, 9), 0) + np.float32(3.0)
+
+
+class ShapeRecorder(CheapBackend):
+    """TEST DOUBLE: :class:`CheapBackend` as another model, recording each input's size.
+
+    The model is Depth Anything V2 Small unless ``spec`` says otherwise; each input's
+    ``(h, w)`` goes to :attr:`shapes`.
+    """
+
+    def __init__(self, spec: ModelSpec = DAV2_SMALL_SPEC) -> None:
+        super().__init__()
+        self.spec = spec
+        self.shapes: list[tuple[int, ...]] = []
+
+    def infer(self, x: np.ndarray) -> np.ndarray:  # noqa: D102
+        self.shapes.append(x.shape[2:])
+        return super().infer(x)
 
 
 def cheap_estimator(delay_s: float = 0.0, fail_at: int | None = None) -> DepthEstimator:

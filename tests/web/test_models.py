@@ -21,7 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from support import dav2_weights
 from support.clips import make_clip
-from support.fakes import CheapBackend, cheap_estimator
+from support.fakes import CheapBackend, ShapeRecorder, cheap_estimator
 from support.web import png_bytes
 
 import stream.models.weights
@@ -300,27 +300,13 @@ def test_serve_builds_the_default_from_its_weights_and_others_from_the_cache(
         choice.close()
 
 
-class _SideRecorder(CheapBackend):
-    """TEST DOUBLE of a Depth Anything backend that records each input's shape."""
-
-    spec = get_spec("dav2-small")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.shapes: list[tuple[int, ...]] = []
-
-    def infer(self, x: np.ndarray) -> np.ndarray:  # noqa: D102
-        self.shapes.append(x.shape)
-        return super().infer(x)
-
-
 def test_video_jobs_and_the_live_view_run_at_the_model_s_own_sides(tmp_path: Path) -> None:
     """Pictures at 518 (the reference's), videos at 364 and live at 196, as the CLI does."""
     from support.mjpeg import MjpegServer
 
     from stream.sources.capture import LiveSource
 
-    spec, backend = get_spec("dav2-small"), _SideRecorder()
+    spec, backend = get_spec("dav2-small"), ShapeRecorder()
     sides = {"picture": spec.input.side, "video": spec.video_side, "live": spec.live_side}
     frame = picture(21, (64, 48))
     with MjpegServer([frame], fps=25).start() as camera:
@@ -346,7 +332,7 @@ def test_video_jobs_and_the_live_view_run_at_the_model_s_own_sides(tmp_path: Pat
             server.close()
     expected = {use: spec.input.network_size(48, 64, side) for use, side in sides.items()}
     assert len(set(expected.values())) == 3
-    shapes = [s[2:] for s in backend.shapes]
+    shapes = backend.shapes
     assert shapes[0] == expected["picture"]
     assert shapes[1:seen] == [expected["video"]] * (seen - 1)
     assert shapes[seen:] and set(shapes[seen:]) == {expected["live"]}
