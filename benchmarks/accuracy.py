@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path = check_file(resolve_path(args.weights, spec.checkpoint), spec.checkpoint)
             origin = str(args.weights) if args.weights else f"default ({path})"
-        spec.input.network_size(480, 640, args.input_size)  # before any model loads
+        spec.input.check_side(args.input_size)  # before any model loads
         backends = {p: create_backend(args.backend if p == "fp32" else "openvino", weights=path,
                                       threads=args.threads, precision=p, progress=True,
                                       model=spec)
@@ -292,8 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         print("*** SYNTHETIC WEIGHTS: the scores below are MEANINGLESS for accuracy; "
               "this run only proves the script works end to end. ***")
     print(f"machine:  {common.machine()}")
-    print(f"model:    {spec.name} ({spec.title}), input side "
-          f"{args.input_size or spec.input.side}")
+    print(f"model:    {spec.name} ({spec.title}), input side {estimators['fp32'].side}")
     print(f"weights:  {origin}")
     print(f"backend:  {backend.name} on {backend.device}, inference {times['fp32']:.1f} ms"
           + (f"; int8 {times['int8']:.1f} ms" if "int8" in times else ""))

@@ -86,7 +86,7 @@ class DepthEstimator:
         self.spec: ModelSpec = getattr(backend, "spec", None) or MIDAS_SMALL_SPEC
         self.input_size = input_size
         if input_size is not None:
-            self.spec.input.network_size(480, 640, input_size)  # checks it once
+            self.spec.input.check_side(input_size)
 
     def network_input(self, rgb: np.ndarray) -> np.ndarray:
         """The network input ``[1, 3, h, w]`` of an RGB uint8 picture (the spec's rule)."""
@@ -136,6 +136,11 @@ class DepthEstimator:
         describe = getattr(self.backend, "describe", None)
         return describe() if describe is not None else {"backend": self.backend.name}
 
+    @property
+    def side(self) -> int:
+        """The input side it runs at: :attr:`input_size`, else the spec's picture side."""
+        return self.spec.input.check_side(self.input_size)
+
     def sized_for(self, *, live: bool = False, video: bool = False) -> DepthEstimator:
         """This estimator at the model's default input side for live input or video files.
 
@@ -145,21 +150,20 @@ class DepthEstimator:
         """
         if self.input_size is not None:
             return self
-        side = self.spec.default_side(live=live, video=video)
-        return self if side == self.spec.input.side else self.at_input_size(side)
+        return self.at_input_size(self.spec.default_side(live=live, video=video))
 
     def at_input_size(self, input_size: int) -> DepthEstimator:
         """This estimator at another input side: a view on the same backend.
 
         The view is a copy of this estimator (a subclass keeps its own behaviour) that
-        closes nothing: close this one, not the view.
+        closes nothing: close this one, not the view. At the side it runs at already,
+        this estimator itself.
 
         Raises:
             ConfigError: the model cannot take ``input_size``.
         """
-        if input_size == self.input_size:
+        if self.spec.input.check_side(input_size) == self.side:
             return self
-        self.spec.input.network_size(480, 640, input_size)  # checks it
         view = copy.copy(self)
         view.input_size, view.is_view = input_size, True
         return view

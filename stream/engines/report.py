@@ -58,10 +58,10 @@ def model_report(weights: str | os.PathLike | None = None, precision: str | None
     from stream.models.weights import check_file, resolve_path
 
     spec = get_spec(model)
-    if input_size is not None:
-        spec.input.network_size(480, 640, input_size)  # checks it
-    sides = {use: input_size or spec.default_side(live=use == "live", video=use == "video files")
-             for use in ("pictures", "video files", "live")}
+    sides = {"pictures": spec.default_side(), "video files": spec.default_side(video=True),
+             "live": spec.default_side(live=True)}
+    if input_size is not None:  # one side for every use
+        sides = dict.fromkeys(sides, spec.input.check_side(input_size))
     path = check_file(resolve_path(weights, spec.checkpoint, download_missing=False),
                       spec.checkpoint)
     root = openvino_cache_dir()

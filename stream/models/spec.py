@@ -117,6 +117,17 @@ class InputRule:
         # The reference allows 0 for very thin pictures; a network needs one multiple.
         return max(y, m)
 
+    def check_side(self, side: int | None = None) -> int:
+        """The input side to use: ``side`` (``--input-size``), or :attr:`side` for ``None``.
+
+        Raises:
+            ConfigError: a side smaller than one multiple.
+        """
+        side = self.side if side is None else side
+        if side < self.multiple_of:
+            raise ConfigError(f"the input size must be at least {self.multiple_of}, not {side}")
+        return side
+
     def network_size(self, height: int, width: int, side: int | None = None) -> tuple[int, int]:
         """Network input size ``(h, w)`` for a picture of ``height x width``.
 
@@ -130,9 +141,7 @@ class InputRule:
         """
         if height <= 0 or width <= 0:
             raise ConfigError(f"picture size must be positive, got {height}x{width}")
-        side = self.side if side is None else side
-        if side < self.multiple_of:
-            raise ConfigError(f"the input size must be at least {self.multiple_of}, not {side}")
+        side = self.check_side(side)
         pick = min if self.bound is Bound.UPPER else max
         scale = pick(side / height, side / width)
         return self._round(scale * height, side), self._round(scale * width, side)

@@ -414,7 +414,7 @@ def _run_video(store: JobStore, job: Job, estimator: DepthEstimator, run: _Run,
     _zip_folder(raw, folder / "depth16.zip", run)
     shutil.rmtree(raw, ignore_errors=True)
     info = {"frames": stats.frames_written, "inference_ms": round(stats.inference_ms_mean, 1),
-            "fps_processed": round(stats.fps, 2), "input_size": _input_size(estimator)}
+            "fps_processed": round(stats.fps, 2), "input_size": estimator.side}
     if stats.warnings:
         info["warnings"] = [public_message(w) for w in stats.warnings]
     return info, ["result.mp4", "depth16.zip"]
@@ -444,13 +444,8 @@ def _run_picture(store: JobStore, job: Job, estimator: DepthEstimator, run: _Run
     run.check()
     write_depth_raw(folder / "depth16", depth, lo, hi, npy=True, metres=metric)
     info = {"width": bgr.shape[1], "height": bgr.shape[0], "inference_ms": round(ms, 1),
-            "lo": lo, "hi": hi, "input_size": _input_size(estimator)}
+            "lo": lo, "hi": hi, "input_size": estimator.side}
     return info, ["result.png", "side.png", "depth16.png", "depth16.npy"]
-
-
-def _input_size(estimator: DepthEstimator) -> int:
-    """The network input side the job ran at (``--input-size``'s meaning)."""
-    return estimator.input_size or estimator.spec.input.side
 
 
 def _zip_folder(folder: Path, target: Path, run: _Run) -> None:
